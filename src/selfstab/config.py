@@ -1,0 +1,515 @@
+"""Typed, nested configuration on plain dataclasses, read from TOML and the command line.
+
+A config is a tree of dataclasses (the run's schema, :class:`RunConfig`, is at
+the end of this file).  Field annotations are the types: ``int``, ``float``
+(ints accepted), ``bool``, ``str``, ``Optional[X]``, ``Literal[...]``,
+``list[X]``/``tuple[X, ...]``, ``dict[str, X]`` and nested dataclasses.
+
+- :func:`from_dict` builds the tree from nested dicts (a parsed TOML file) and
+  refuses unknown keys (with a "did you mean"), wrong types and bad choices in
+  one-line :class:`~selfstab.errors.ConfigError` messages naming the dotted key.
+  Values are taken literally: the string ``"1e-3"`` is not a float here.
+- :func:`load_config` reads a TOML file, then applies command-line overrides
+  (``--train.lr 0.02``, ``--train.lr=0.02``, ``train.lr=0.02``, or ``--lr 0.02``
+  when ``lr`` names one field of the tree; dashes count as underscores); only
+  these strings are parsed by the target field's type: bools read
+  true/false/1/0/yes/no/on/off (a bare ``--quiet`` is true), lists read
+  ``1,2,3`` or ``[1, 2, 3]``, and ``none``/``null``/empty sets an Optional to None.
+- :func:`to_toml` writes every field, defaults included.  TOML has no null:
+  a ``None`` is written as a comment (``# n is unset (None)``) and so reads
+  back as a missing key, i.e. as the field's default.  Give every ``Optional``
+  field the default ``None`` and this round-trips exactly.
+- :func:`diff_configs` lists the dotted keys where two configs differ.
+
+A dataclass may define ``validate(self)`` yielding ``(field, problem)`` pairs
+for values of the right type that are still wrong (a negative step size);
+the first becomes ``config: <dotted field> <problem>``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import json
+import math
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from .errors import ConfigError
+
+__all__ = [
+    "DataConfig", "ModelConfig", "RunConfig", "TrackConfig", "TrainConfig",
+    "diff_configs", "dumps_toml", "from_dict", "load_config", "parse_overrides", "to_dict", "to_toml",
+]
+
+_NONE_WORDS = ("none", "null", "")
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _fields(cls: type) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if f.init]
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _section_type(tp: Any) -> type | None:
+    """The dataclass behind ``tp`` (``X`` or ``Optional[X]``), or None for a leaf."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(inner) == 1 and dataclasses.is_dataclass(inner[0]):
+            return inner[0]
+    return None
+
+
+def _leaf_paths(cls: type, path: str = "") -> list[str]:
+    out = []
+    for f in _fields(cls):
+        sub = _section_type(_hints(cls)[f.name])
+        out += _leaf_paths(sub, _join(path, f.name)) if sub else [_join(path, f.name)]
+    return out
+
+
+def _unknown(key: Any, cls: type, path: str) -> ConfigError:
+    names = [f.name for f in _fields(cls)]
+    leaves = _leaf_paths(cls)
+    guess = difflib.get_close_matches(str(key), names, n=1)
+    guess = guess or [p for p in leaves if p.rsplit(".", 1)[-1] == str(key)][:1]
+    if not guess:  # a near miss of a field in another section: "widht" → model.width
+        by_name = {}
+        for p in leaves:
+            by_name.setdefault(p.rsplit(".", 1)[-1], p)
+        guess = [by_name[g] for g in difflib.get_close_matches(str(key), list(by_name), n=1)]
+    hint = f"; did you mean '{_join(path, guess[0])}'?" if guess else ";"
+    valid = [_join(path, n) + (".*" if _section_type(_hints(cls)[n]) else "") for n in names]
+    return ConfigError(f"config: unknown key '{_join(path, key)}'{hint} valid keys: {', '.join(valid)}")
+
+
+def _describe(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    simple = {int: "an int", float: "a float", bool: "a bool (true/false)", str: "a string"}
+    if tp in simple:
+        return simple[tp]
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, args))
+    if origin in (Union, types.UnionType):
+        parts = [_describe(a) for a in args if a is not type(None)]
+        return " or ".join(parts) + (" or none" if type(None) in args else "")
+    if origin in (list, tuple) or tp in (list, tuple):
+        plural = {int: "ints", float: "floats", bool: "bools", str: "strings"}
+        return f"a list of {plural.get(args[0], 'values')}" if args else "a list"
+    if origin is dict or tp is dict or _section_type(tp):
+        return "a table"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _wrong(path: str, tp: Any, value: Any) -> ConfigError:
+    return ConfigError(f"config: {path} must be {_describe(tp)}, got {value!r}")
+
+
+def _cli_list(text: str, path: str) -> list:
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            return tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config: {path}: cannot read {text!r} as a TOML array ({exc})") from None
+    return [p.strip() for p in text.split(",")] if text else []
+
+
+def _coerce(value: Any, tp: Any, path: str, cli: bool) -> Any:
+    """Check ``value`` against the annotation ``tp``; with ``cli``, strings are parsed by ``tp``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    text = value.strip() if cli and isinstance(value, str) else None
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if text is not None:
+            first = _fields(tp)[0].name
+            raise ConfigError(f"config: {path} is a section; set its fields, e.g. --{path}.{first}")
+        return _build(tp, value, path, cli)
+    if origin in (Union, types.UnionType):
+        if type(None) in args and (value is None or (text is not None and text.lower() in _NONE_WORDS)):
+            return None
+        for member in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, member, path, cli)
+            except ConfigError:
+                continue
+        raise _wrong(path, tp, value)
+    if origin is Literal:
+        for choice in args:
+            if type(value) is type(choice) and value == choice:
+                return choice
+            if text is not None and text == str(choice):
+                return choice
+        raise ConfigError(f"config: {path} must be one of {', '.join(map(str, args))}, got {value!r}")
+    if origin in (list, tuple) or tp in (list, tuple):
+        items = _cli_list(value, path) if text is not None else value
+        if not isinstance(items, (list, tuple)):
+            raise _wrong(path, tp, value)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(items) != len(args):
+                raise ConfigError(f"config: {path} must have {len(args)} entries, got {len(items)}")
+            kinds = args
+        else:
+            kinds = [args[0] if args else Any] * len(items)
+        out = [_coerce(v, k, f"{path}[{i}]", cli) for i, (v, k) in enumerate(zip(items, kinds))]
+        return tuple(out) if (origin or tp) is tuple else out
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise _wrong(path, tp, value)
+        kind = args[1] if args else Any
+        return {str(k): _coerce(v, kind, _join(path, str(k)), cli) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if text is not None and text.lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[text.lower()]
+        raise _wrong(path, tp, value)
+    if tp is int:
+        number = value
+        if text is not None:
+            try:
+                number = int(text)
+            except ValueError:
+                try:
+                    number = float(text)
+                except ValueError:
+                    raise _wrong(path, tp, value) from None
+        if isinstance(number, int) and not isinstance(number, bool):
+            return number
+        if isinstance(number, float) and number.is_integer():
+            return int(number)
+        raise _wrong(path, tp, value)
+    if tp is float:
+        if text is not None:
+            try:
+                return float(text)
+            except ValueError:
+                raise _wrong(path, tp, value) from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _wrong(path, tp, value)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _wrong(path, tp, value)
+    raise TypeError(f"config: unsupported annotation {tp!r} for {path}")
+
+
+def _build(cls: type, data: Any, path: str, cli: bool) -> Any:
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config: {path or 'the config'} must be a table, got {data!r}")
+    hints, fields = _hints(cls), _fields(cls)
+    names = {f.name for f in fields}
+    for key in data:
+        if key not in names:
+            raise _unknown(key, cls, path)
+    kwargs = {}
+    for f in fields:
+        if f.name in data:
+            kwargs[f.name] = _coerce(data[f.name], hints[f.name], _join(path, f.name), cli)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"config: {_join(path, f.name)} is required")
+    obj = cls(**kwargs)
+    for name, problem in getattr(obj, "validate", lambda: ())() or ():
+        raise ConfigError(f"config: {_join(path, name)} {problem}")
+    return obj
+
+
+def from_dict(cls: type, data: Mapping[str, Any], *, path: str = "") -> Any:
+    """Build the dataclass ``cls`` from nested dicts; ``path`` prefixes the keys named in errors."""
+    return _build(cls, data, path, cli=False)
+
+
+def _resolve(cls: type, key: str) -> tuple[list[str], Any]:
+    """Dotted override key → (path parts, leaf annotation); ``lr`` alone finds ``train.lr``."""
+    parts = key.strip().replace("-", "_").split(".")
+    if len(parts) == 1 and parts[0] not in {f.name for f in _fields(cls)}:
+        found = [p for p in _leaf_paths(cls) if p.rsplit(".", 1)[-1] == parts[0]]
+        if len(found) > 1:
+            raise ConfigError(f"config: '{parts[0]}' is ambiguous; use one of {', '.join(found)}")
+        if found:
+            parts = found[0].split(".")
+    here, tp = cls, None
+    for i, part in enumerate(parts):
+        if here is None:
+            raise ConfigError(f"config: {'.'.join(parts[:i])} is a value, not a section; no key '{'.'.join(parts)}'")
+        if part not in {f.name for f in _fields(here)}:
+            raise _unknown(part, here, ".".join(parts[:i]))
+        tp = _hints(here)[part]
+        here = _section_type(tp)
+    if here is not None:
+        raise ConfigError(f"config: {'.'.join(parts)} is a section; set its fields, e.g. --{'.'.join(parts)}.{_fields(here)[0].name}")
+    return parts, tp
+
+
+def parse_overrides(cls: type, overrides: Sequence[str]) -> list[tuple[list[str], Any]]:
+    """``["--a.b", "1", "--c=2", "d=3", "--flag"]`` → ``[(parts, typed value), …]`` in order.
+
+    A bool field given as a bare ``--flag`` (no value follows) is set to true.
+    """
+    out, toks, i = [], list(overrides), 0
+    while i < len(toks):
+        tok = toks[i]
+        if tok.startswith("--") and "=" not in tok:
+            key = tok[2:]
+            parts, tp = _resolve(cls, key)
+            nxt = toks[i + 1] if i + 1 < len(toks) else None
+            if nxt is None or nxt.startswith("--"):
+                if tp is not bool:
+                    raise ConfigError(f"config: override --{key} needs a value")
+                raw, i = "true", i + 1
+            else:
+                raw, i = nxt, i + 2
+        elif "=" in tok:
+            key, raw = tok.removeprefix("--").split("=", 1)
+            parts, tp = _resolve(cls, key)
+            i += 1
+        else:
+            raise ConfigError(f"config: cannot read override {tok!r}; write --key value, --key=value or key=value")
+        out.append((parts, _coerce(raw, tp, ".".join(parts), cli=True)))
+    return out
+
+
+def load_config(cls: type, path_or_none: str | os.PathLike | Mapping | None, overrides: Sequence[str] = ()) -> Any:
+    """Read ``cls`` from a TOML file (or a dict, or only defaults when None), then apply CLI overrides."""
+    if path_or_none is None:
+        data: dict = {}
+    elif isinstance(path_or_none, Mapping):
+        data = copy.deepcopy(dict(path_or_none))
+    else:
+        p = Path(path_or_none)
+        if not p.is_file():
+            raise ConfigError(f"config: file {p} not found")
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config: {p} is not valid TOML ({exc})") from None
+    for parts, value in parse_overrides(cls, overrides):
+        table = data
+        for i, part in enumerate(parts[:-1]):
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"config: {'.'.join(parts[:i + 1])} must be a table, got {table!r}")
+        table[parts[-1]] = value
+    return from_dict(cls, data)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass tree → nested dicts and lists (tuples become lists), ``None`` kept."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def _toml_string(s: str) -> str:
+    # JSON escapes (\" \\ \n \t \uXXXX …) are all valid TOML; TOML also forbids a raw DEL.
+    return json.dumps(s, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _toml_key(k: Any) -> str:
+    k = str(k)
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else _toml_string(k)
+
+
+def _toml_value(v: Any, where: str) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int) or (hasattr(v, "__index__") and not isinstance(v, float)):
+        return str(int(v))
+    if isinstance(v, float):
+        v = float(v)
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
+    if isinstance(v, (str, os.PathLike)):
+        return _toml_string(os.fspath(v))
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x, f"{where}[{i}]") for i, x in enumerate(v)) + "]"
+    raise ConfigError(f"config: {where} = {v!r} cannot be written to TOML")
+
+
+def _emit(lines: list[str], table: Mapping, prefix: list[str]) -> None:
+    leaves = [(k, v) for k, v in table.items() if not isinstance(v, Mapping)]
+    subs = [(k, v) for k, v in table.items() if isinstance(v, Mapping)]
+    if prefix and (leaves or not subs):
+        lines += ["", "[" + ".".join(_toml_key(p) for p in prefix) + "]"]
+    for k, v in leaves:
+        if v is None:
+            lines.append(f"# {_toml_key(k)} is unset (None)")
+        else:
+            lines.append(f"{_toml_key(k)} = {_toml_value(v, '.'.join([*prefix, str(k)]))}")
+    for k, v in subs:
+        _emit(lines, v, [*prefix, str(k)])
+
+
+def dumps_toml(data: Mapping[str, Any], header: str | None = None) -> str:
+    """Nested dicts → TOML text; ``None`` values become comments (see the module docstring)."""
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()] if header else []
+    _emit(lines, to_dict(data), [])
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def to_toml(obj: Any, header: str | None = None) -> str:
+    """A dataclass config → TOML with every field written out."""
+    return dumps_toml(to_dict(obj), header)
+
+
+def _flatten(obj: Any, prefix: str = "", out: dict | None = None) -> dict[str, Any]:
+    out = {} if out is None else out
+    for k, v in to_dict(obj).items():
+        if isinstance(v, Mapping):
+            _flatten(v, f"{prefix}{k}.", out)
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def diff_configs(a: Any, b: Any, ignore: Sequence[str] = ()) -> list[str]:
+    """Dotted keys whose values differ between two configs (dataclasses or dicts).
+
+    A missing key equals ``None`` (that is how TOML stores it).  Keys equal to
+    or under an entry of ``ignore`` (``"quiet"``, ``"track"``) are skipped.
+    """
+    fa, fb = _flatten(a), _flatten(b)
+    keys = list(fa) + [k for k in fb if k not in fa]
+    skip = tuple(ignore)
+    return [k for k in keys
+            if not any(k == s or k.startswith(s + ".") for s in skip) and not _same(fa.get(k), fb.get(k))]
+
+
+# ----------------------------------------------------------------------------- the run's schema
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mlp"  # registry name of the model (`selfstab models` lists them)
+    width: int = 64  # hidden units (MLP) or channels (CNN); the paper's MLP uses 200
+    depth: int = 3  # number of layers, the output layer included
+    activation: str = "swish"  # nonlinearity; swish is x·sigmoid(x), as in the paper
+
+    def validate(self) -> Iterator[tuple[str, str]]:
+        yield from _at_least(self, 1, "width", "depth")
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # registry name of the dataset (`selfstab datasets` lists them)
+    n: Optional[int] = None  # use the first n training examples; None: all of them
+    data_root: Optional[str] = None  # folder holding downloaded datasets; None: the dataset's default
+    binary: bool = False  # two classes with ±1 targets and one output (e.g. cats vs dogs)
+
+    def validate(self) -> Iterator[tuple[str, str]]:
+        if self.n is not None:
+            yield from _at_least(self, 1, "n")
+
+
+@dataclass
+class TrainConfig:
+    """Full-batch GD from initialization to the edge of stability (SPEC.md §2)."""
+
+    lr: float = 0.2  # η, the learning rate; the edge of stability is S = 2/η
+    dtype: Literal["float32", "float64"] = "float64"  # dtype before θ₀; from θ₀ on all is float64
+    max_steps: int = 20000  # give up when S has not reached 2/η after this many steps
+    chunk_size: Optional[int] = None  # examples per chunk of the full-batch sums; None: all at once
+    schedule: Literal["constant", "inverse_sharpness"] = "constant"  # η_t = lr, or η_t = 1/S(θ_t) (Figure 6)
+    eig_tol: float = 1e-6  # relative tolerance of the top-eigenvalue solver
+    # Steps between sharpness checks while S < 1/η, while 1/η ≤ S < 1.5/η, and beyond;
+    # when S first reaches 2/η the run replays from the last check one step at a time.
+    every: list[int] = field(default_factory=lambda: [50, 10, 2])
+
+    def validate(self) -> Iterator[tuple[str, str]]:
+        yield from _positive(self, "lr", "eig_tol")
+        yield from _at_least(self, 0, "max_steps")
+        if self.chunk_size is not None:
+            yield from _at_least(self, 1, "chunk_size")
+        if len(self.every) != 3 or min(self.every, default=0) < 1:
+            yield "every", f"must be 3 positive step counts, got {self.every!r}"
+
+
+@dataclass
+class TrackConfig:
+    """The processes tracked in lockstep from θ₀ (SPEC.md §3–4)."""
+
+    steps: int = 1000  # GD steps to track from θ₀ (time t restarts at 0 there)
+    proj_tol: float = 1e-9  # stop projecting onto M when η|S − 2/η| and |u·∇L|/‖∇L‖ are below this
+    proj_max_iter: int = 10  # most linearized projection steps per projection (the paper uses 3)
+    flow_rtol: float = 1e-8  # relative tolerance of the gradient-flow ODE solver
+    flow_atol: float = 1e-10  # absolute tolerance of the gradient-flow ODE solver
+    generalized: bool = True  # generalized predicted dynamics (Appendix F) instead of eq. (6)'s x-update
+    even_part: bool = False  # with generalized: use the even part of F_t
+    diagnostics_every: int = 25  # steps between Appendix E diagnostics (they cost tensor power iterations)
+    k_eigs: int = 2  # top eigenvalues tracked along θ† (λ₂ decides when to stop)
+    stop_lambda2: float = 1.9  # stop once λ₂(θ†) ≥ stop_lambda2/η (several unstable directions, §8.2)
+    checkpoint_every: int = 100  # steps between checkpoints (records are flushed with each)
+
+    def validate(self) -> Iterator[tuple[str, str]]:
+        yield from _at_least(self, 0, "steps")
+        yield from _at_least(self, 1, "proj_max_iter", "diagnostics_every", "k_eigs", "checkpoint_every")
+        yield from _positive(self, "proj_tol", "flow_rtol", "flow_atol", "stop_lambda2")
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; `config.toml` of a run directory is this, resolved."""
+
+    seed: int = 0  # seeds torch and numpy (initialization, data subsets)
+    device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", …
+    out: str = "runs/default"  # the run directory
+    quiet: bool = False  # no progress bars
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: Literal["mse", "half_mse", "ce", "logistic"] = "mse"  # SPEC.md §1; mse has no ½
+    train: TrainConfig = field(default_factory=TrainConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+
+
+def _positive(obj: Any, *names: str) -> Iterator[tuple[str, str]]:
+    for name in names:
+        value = getattr(obj, name)
+        if not value > 0:
+            yield name, f"must be > 0, got {value!r}"
+
+
+def _at_least(obj: Any, low: int, *names: str) -> Iterator[tuple[str, str]]:
+    for name in names:
+        value = getattr(obj, name)
+        if value < low:
+            yield name, f"must be ≥ {low}, got {value!r}"

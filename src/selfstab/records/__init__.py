@@ -1,0 +1,13 @@
+"""Run directories: config, per-step records (HDF5), summary and checkpoints, all written atomically.
+
+Read a finished or half-finished run in one line, with or without selfstab::
+
+    load_run("runs/x")["gd"]                      # pandas DataFrame indexed by step
+    h5py.File("runs/x/records.h5")["gd/loss"][:]  # numpy array, NaN where not recorded
+"""
+
+from .io import atomic_write, atomic_write_text
+from .recorder import Recorder
+from .rundir import Run, RunDir, load_run
+
+__all__ = ["Recorder", "Run", "RunDir", "atomic_write", "atomic_write_text", "load_run"]
