@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from .layers import replace_layernorms
 from .losses import check_targets, get_loss, prepare_targets
 
 Term = Callable[[Tensor], Tensor]
@@ -126,7 +127,9 @@ class Objective:
         mask) whose first dimension indexes examples; the model is called as
         ``model(*chunk)``.  ``chunk_size`` bounds how many examples go through
         the model at once (``None``: all).  The model is copied, put in eval
-        mode (no dropout), and must not keep running statistics.
+        mode (no dropout), and must not keep running statistics; its
+        ``nn.LayerNorm`` layers are computed with plain ops (same parameters)
+        so that third derivatives are exact.
         """
         loss_fn = get_loss(loss)
         if not isinstance(model, nn.Module):
@@ -148,6 +151,7 @@ class Objective:
             raise ConfigError(f"weight_decay: must be ≥ 0, got {weight_decay}")
 
         model = copy.deepcopy(model)
+        replace_layernorms(model)  # the fused kernel's third derivative is wrong (see layers.py)
         ref = next(iter(model.parameters()), None)
         if ref is None:
             raise ConfigError("model: it has no trainable parameters")

@@ -11,7 +11,7 @@ Everything is written with plain differentiable ops (matmul, softmax,
 mean/variance) so that the third derivatives the objective takes are exact:
 PyTorch's fused ``layer_norm`` gives wrong third derivatives (measured in
 torch 2.13: 12% relative error against finite differences of HVPs; see
-``tests/problem/test_models.py``), hence :class:`LayerNorm` below.  Parameters
+``tests/problem/test_models.py``), hence :class:`~selfstab.problem.layers.PlainLayerNorm`.  Parameters
 get PyTorch's default initialization; the positional embedding is drawn like
 an ``nn.Embedding``, from N(0, 1).
 """
@@ -24,22 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from ...errors import ConfigError
+from ..layers import PlainLayerNorm
 from .activations import get_activation
-
-
-class LayerNorm(nn.Module):
-    """LayerNorm over the last axis with the mean and (biased) variance written out."""
-
-    def __init__(self, dim: int, eps: float = 1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        xc = x - x.mean(dim=-1, keepdim=True)
-        var = xc.pow(2).mean(dim=-1, keepdim=True)
-        return xc * torch.rsqrt(var + self.eps) * self.weight + self.bias
 
 
 class SelfAttention(nn.Module):
@@ -64,8 +50,8 @@ class SelfAttention(nn.Module):
 class Block(nn.Module):
     def __init__(self, hidden: int, heads: int, ff: int, activation: str):
         super().__init__()
-        self.norm1, self.attn = LayerNorm(hidden), SelfAttention(hidden, heads)
-        self.norm2 = LayerNorm(hidden)
+        self.norm1, self.attn = PlainLayerNorm(hidden), SelfAttention(hidden, heads)
+        self.norm2 = PlainLayerNorm(hidden)
         self.mlp = nn.Sequential(nn.Linear(hidden, ff), get_activation(activation), nn.Linear(ff, hidden))
 
     def forward(self, h: Tensor, mask: Tensor) -> Tensor:
@@ -94,7 +80,7 @@ class Transformer(nn.Module):
         self.tok = nn.Embedding(int(vocab_size), hidden)
         self.pos = nn.Parameter(torch.randn(self.max_len, hidden))
         self.blocks = nn.ModuleList(Block(hidden, int(heads), ff, activation) for _ in range(int(layers)))
-        self.norm = LayerNorm(hidden)
+        self.norm = PlainLayerNorm(hidden)
         self.head = nn.Linear(hidden, n_outputs)
 
     def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
