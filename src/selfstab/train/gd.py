@@ -1,0 +1,190 @@
+"""Full-batch gradient descent from initialization to the edge of stability (SPEC.md §2).
+
+GD ``θ_{t+1} = θ_t − η∇L(θ_t)``.  The sharpness is measured at the midpoint
+``(θ_t + θ_{t+1})/2`` — once unstable the iterates oscillate across the
+valley and the midpoint is the honest estimate — on a schedule: every
+``every[0]`` steps while ``S < 1/η``, every ``every[1]`` while ``S < 1.5/η``,
+every ``every[2]`` beyond.  When a check first finds ``S ≥ 2/η``, GD is
+replayed from the last check below it, testing every step, so the returned
+``θ₀`` is the **first** iterate whose midpoint sharpness is ``≥ 2/η``.  The
+replay is deterministic (the same operations on the same inputs).
+
+Each measurement reuses the warm-started :class:`EigenTracker`, so a check
+costs a few HVPs.  Records stream to ``on_record`` in step order (a check's
+sharpness is attached to its step); when the run diverges they are all
+emitted before the :class:`~selfstab.errors.DivergenceError`, so what was
+written is kept.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError, DivergenceError
+from ..problem.objective import Objective
+from ..spectrum import EigenTracker, Eigenpairs
+
+Record = dict
+OnRecord = Callable[[Record], None]
+
+
+@dataclass
+class EdgeResult:
+    """Where GD reached the edge of stability.
+
+    ``theta0``: the first iterate whose midpoint sharpness is ``≥ 2/η`` (or the
+    last iterate when ``reached`` is False); ``step``: its index; ``sharpness``:
+    that midpoint sharpness; ``eig``: the eigenpairs there (their vectors warm
+    the tracking); ``history``: one record per step (``step, loss, grad_norm``
+    and, where measured, ``sharpness``, ``eig_residual``, ``eig_hvps``).
+    """
+
+    theta0: Tensor
+    step: int
+    sharpness: float
+    reached: bool
+    lr: float
+    eig: Eigenpairs | None
+    history: list[Record] = field(default_factory=list)
+    counts: dict = field(default_factory=dict)
+
+
+def check_lr(lr: float) -> float:
+    try:
+        lr = float(lr)
+    except (TypeError, ValueError):
+        raise ConfigError(f"lr: the learning rate must be a number, got {lr!r}") from None
+    if not math.isfinite(lr) or lr <= 0:
+        raise ConfigError(f"lr: the learning rate must be positive and finite, got {lr}; try e.g. --train.lr 0.2")
+    return lr
+
+
+class _Divergence:
+    """Loss NaN/inf, or above ``factor`` × the initial loss (and ``floor``)."""
+
+    def __init__(self, lr: float, factor: float):
+        self.lr, self.factor, self.first = lr, factor, None
+
+    def check(self, step: int, loss: float, where: str = "gd") -> None:
+        if self.first is None:
+            self.first = loss
+        bound = self.factor * max(abs(self.first), 1e-12)
+        if not math.isfinite(loss) or loss > bound:
+            why = "is not finite" if not math.isfinite(loss) else f"exceeds {self.factor:g}× the initial loss {self.first:.4g}"
+            raise DivergenceError(f"{where}: diverged at step {step} with learning rate η = {self.lr:g}: the loss "
+                                  f"{loss:.4g} {why}; lower the learning rate", step=step, lr=self.lr)
+
+
+def _interval(sharpness: float, lr: float, every: Sequence[int]) -> int:
+    if sharpness < 1.0 / lr:
+        return every[0]
+    if sharpness < 1.5 / lr:
+        return every[1]
+    return every[2]
+
+
+def gd_to_edge(objective: Objective, lr: float, *, theta: Tensor | None = None, max_steps: int = 20000,
+               every: Sequence[int] = (50, 10, 2), tracker: EigenTracker | None = None,
+               on_record: OnRecord | None = None, divergence_factor: float = 1e4,
+               progress: Callable[[int, Record], None] | None = None) -> EdgeResult:
+    """GD from ``theta`` (default ``objective.theta0``) until the midpoint sharpness first reaches ``2/η``.
+
+    Returns an :class:`EdgeResult`; ``reached`` is False when ``max_steps``
+    passed first.  Raises :class:`DivergenceError` (with every record already
+    emitted) if the loss becomes NaN/inf or exceeds ``divergence_factor`` ×
+    the initial loss.
+    """
+    lr = check_lr(lr)
+    if len(every) != 3 or min(every) < 1:
+        raise ConfigError(f"every: expected 3 positive step counts, got {list(every)!r}")
+    if max_steps < 0:
+        raise ConfigError(f"max_steps: must be ≥ 0, got {max_steps}")
+    tracker = tracker or EigenTracker(1, on_fail="warn")
+    edge = 2.0 / lr
+    diverge = _Divergence(lr, divergence_factor)
+    history: list[Record] = []
+    pending: list[Record] = []   # records since the last check below the edge
+
+    def emit(records: list[Record]) -> None:
+        for r in records:
+            history.append(r)
+            if on_record is not None:
+                on_record(r)
+        records.clear()
+
+    def step_from(theta_t: Tensor, t: int, measure: bool) -> tuple[Tensor, Record, Eigenpairs | None]:
+        point = objective.at(theta_t)
+        loss = float(point.loss)
+        rec: Record = {"step": t, "loss": loss, "grad_norm": float(point.grad.norm())}
+        try:
+            diverge.check(t, loss)
+        except DivergenceError as exc:
+            pending.append(rec)
+            emit(pending)
+            exc.history = history
+            raise
+        theta_next = theta_t - lr * point.grad
+        eig = None
+        if measure:
+            mid = objective.at(0.5 * (theta_t + theta_next))
+            eig = tracker.refresh(mid)
+            rec.update(sharpness=eig.sharpness, eig_residual=float(eig.residuals.max()), eig_hvps=eig.hvps)
+            if not math.isfinite(eig.sharpness):
+                pending.append(rec)
+                emit(pending)
+                raise DivergenceError(f"gd: the sharpness is not finite at step {t} with learning rate η = {lr:g}; "
+                                      f"lower the learning rate", step=t, lr=lr)
+        return theta_next, rec, eig
+
+    def _replay(check: tuple[int, Tensor, list], t_cross: int) -> EdgeResult | None:
+        """Replay GD from the last check below the edge, testing every step up to ``t_cross``."""
+        t0, theta_r, hist = check
+        tracker._history.clear()
+        tracker._history.extend(hist)
+        by_step = {r["step"]: r for r in pending}
+        theta_r, _, _ = step_from(theta_r, t0, False)   # the check step itself was below the edge
+        for s in range(t0 + 1, t_cross + 1):
+            theta_r_next, rec_s, eig_s = step_from(theta_r, s, True)
+            by_step[s].update({k: rec_s[k] for k in ("sharpness", "eig_residual", "eig_hvps")})
+            if eig_s.sharpness >= edge:
+                pending[:] = [r for r in pending if r["step"] <= s]
+                emit(pending)
+                return EdgeResult(theta_r, s, eig_s.sharpness, True, lr, eig_s, history, dict(objective.counts))
+            theta_r = theta_r_next
+        return None
+
+    theta_t = objective.vector(theta).clone()
+    t, next_check = 0, 0
+    last_check: tuple[int, Tensor, list] | None = None   # step, θ there, tracker history
+    while True:
+        measure = t == next_check or t == max_steps
+        theta_next, rec, eig = step_from(theta_t, t, measure)
+        if progress is not None:
+            progress(t, rec)
+        if eig is not None and eig.sharpness >= edge:
+            pending.append(rec)
+            if last_check is not None and t > last_check[0] + 1:
+                found = _replay(last_check, t)
+                if found is not None:
+                    return found
+                # Not crossed in the replay (a transient between checks): the check at t stands.
+            emit(pending)
+            return EdgeResult(theta_t, t, eig.sharpness, True, lr, eig, history, dict(objective.counts))
+        pending.append(rec)
+        if eig is not None:
+            emit(pending)
+            last_check = (t, theta_t.clone(), list(tracker._history))
+            next_check = t + _interval(eig.sharpness, lr, every)
+        if t >= max_steps:
+            break
+        theta_t = theta_next
+        t += 1
+    emit(pending)
+    last = tracker.last
+    return EdgeResult(theta_t, t, float("nan") if last is None else last.sharpness, False, lr, last, history,
+                      dict(objective.counts))
