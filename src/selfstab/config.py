@@ -421,12 +421,15 @@ def diff_configs(a: Any, b: Any, ignore: Sequence[str] = ()) -> list[str]:
 @dataclass
 class ModelConfig:
     name: str = "mlp"  # registry name of the model (`selfstab models` lists them)
-    width: int = 64  # hidden units (MLP) or channels (CNN); the paper's MLP uses 200
-    depth: int = 3  # number of layers, the output layer included
-    activation: str = "swish"  # nonlinearity; swish is x·sigmoid(x), as in the paper
+    width: int = 64  # hidden units (MLP), channels (CNN), base width (ResNet), hidden size (transformer);
+    #                  the paper: MLP 200, CNN 32, ResNet 16, transformer 64
+    depth: Optional[int] = None  # MLP: number of linear layers, the output layer included; None: the model's default (3)
+    activation: Optional[str] = None  # swish (x·sigmoid(x), the paper's), relu, tanh, gelu, …; None: the model's default
 
     def validate(self) -> Iterator[tuple[str, str]]:
-        yield from _at_least(self, 1, "width", "depth")
+        yield from _at_least(self, 1, "width")
+        if self.depth is not None:
+            yield from _at_least(self, 1, "depth")
 
 
 @dataclass
@@ -450,6 +453,7 @@ class TrainConfig:
     max_steps: int = 20000  # give up when S has not reached 2/η after this many steps
     chunk_size: Optional[int] = None  # examples per chunk of the full-batch sums; None: all at once
     schedule: Literal["constant", "inverse_sharpness"] = "constant"  # η_t = lr, or η_t = 1/S(θ_t) (Figure 6)
+    stop_at_edge: bool = True  # stop at the edge (then track); False: GD for max_steps steps (Figure 6)
     eig_tol: float = 1e-6  # relative tolerance of the top-eigenvalue solver
     # Steps between sharpness checks while S < 1/η, while 1/η ≤ S < 1.5/η, and beyond;
     # when S first reaches 2/η the run replays from the last check one step at a time.
@@ -471,6 +475,11 @@ class TrackConfig:
     steps: int = 1000  # GD steps to track from θ₀ (time t restarts at 0 there)
     proj_tol: float = 1e-9  # stop projecting onto M when η|S − 2/η| and |u·∇L|/‖∇L‖ are below this
     proj_max_iter: int = 10  # most linearized projection steps per projection (the paper uses 3)
+    proj_coupled: bool = True  # Newton step of the coupled 2×2 linearization (False: SPEC.md §3's formula as written)
+    proj_min_iter: int = 0  # fewest linearized projection steps (3 with proj_max_iter 3 reproduces the paper)
+    eig_tol: float = 1e-7  # relative residual ‖Hu − λu‖/|λ| of every eigen-solve while tracking
+    flow: bool = True  # track gradient flow too
+    power_iters: int = 8  # tensor power iterations for the ρ₃, ρ₄ estimates (Appendix E)
     flow_rtol: float = 1e-8  # relative tolerance of the gradient-flow ODE solver
     flow_atol: float = 1e-10  # absolute tolerance of the gradient-flow ODE solver
     generalized: bool = True  # generalized predicted dynamics (Appendix F) instead of eq. (6)'s x-update
@@ -482,8 +491,10 @@ class TrackConfig:
 
     def validate(self) -> Iterator[tuple[str, str]]:
         yield from _at_least(self, 0, "steps")
-        yield from _at_least(self, 1, "proj_max_iter", "diagnostics_every", "k_eigs", "checkpoint_every")
-        yield from _positive(self, "proj_tol", "flow_rtol", "flow_atol", "stop_lambda2")
+        yield from _at_least(self, 1, "proj_max_iter", "diagnostics_every", "k_eigs", "checkpoint_every",
+                             "power_iters")
+        yield from _at_least(self, 0, "proj_min_iter")
+        yield from _positive(self, "proj_tol", "flow_rtol", "flow_atol", "stop_lambda2", "eig_tol")
 
 
 @dataclass

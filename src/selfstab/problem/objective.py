@@ -396,3 +396,15 @@ class Point:
             out += _grad(hu, gr.theta, v, retain_graph=True)
         obj.counts["d3"] += 1
         return out
+
+    def d4(self, w: Tensor) -> Tensor:
+        """``∇⁴L(θ)(w, w, w)``, shape ``(d,)`` (for the ``ρ₄`` estimate of Appendix E)."""
+        obj = self.objective
+        w = obj._vectors(w)
+        out = torch.zeros_like(self.theta)
+        for gr in self._graphs_iter():
+            hw = _grad(gr.grad, gr.theta, w, create_graph=True, retain_graph=True)
+            tww = _grad(hw, gr.theta, w, create_graph=True, retain_graph=True)
+            out += _grad(tww, gr.theta, w, retain_graph=True)
+        obj.counts["d4"] += 1
+        return out

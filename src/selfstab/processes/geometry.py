@@ -1,0 +1,112 @@
+"""The quantities of SPEC.md §1 at one point: ``S, u, ∇L, ∇S, ∇S⊥, α, β, δ``.
+
+A :class:`Geometry` is computed once per point and shared by everyone who
+needs it (the projection, the predicted step, the diagnostics): the
+eigenpair, the gradient and ``∇S = ∇³L(u, u)`` (Lemma 2) all come from one
+:class:`~selfstab.problem.objective.Point`, i.e. one gradient graph.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..problem.objective import Objective, Point
+from ..spectrum import EigenTracker, Eigenpairs
+
+
+def perp(u: Tensor, v: Tensor) -> Tensor:
+    """``P⊥_u v = v − (u·v) u`` for a unit ``u``."""
+    return v - (u @ v) * u
+
+
+@dataclass
+class Geometry:
+    """Everything at ``theta`` that the tracked processes use (float64 vectors of shape ``(d,)``)."""
+
+    theta: Tensor
+    point: Point
+    eig: Eigenpairs
+    _grad_sharpness: Tensor | None = None
+
+    @property
+    def loss(self) -> float:
+        return float(self.point.loss)
+
+    @property
+    def grad(self) -> Tensor:
+        return self.point.grad
+
+    @property
+    def sharpness(self) -> float:
+        return self.eig.sharpness
+
+    @property
+    def u(self) -> Tensor:
+        return self.eig.u
+
+    @property
+    def grad_sharpness(self) -> Tensor:
+        """``∇S`` (Lemma 2), computed on first use."""
+        if self._grad_sharpness is None:
+            self._grad_sharpness = self.point.d3(self.u, self.u)
+        return self._grad_sharpness
+
+    @property
+    def grad_sharpness_perp(self) -> Tensor:
+        return perp(self.u, self.grad_sharpness)
+
+    @property
+    def alpha(self) -> float:
+        """``α = −∇L·∇S``, the progressive-sharpening coefficient."""
+        return -float(self.grad @ self.grad_sharpness)
+
+    @property
+    def beta(self) -> float:
+        """``β = ‖∇S⊥‖²``."""
+        return float(self.grad_sharpness_perp.pow(2).sum())
+
+    @property
+    def delta_sq(self) -> float:
+        """``δ² = 2α/β`` — finite for any sign of ``α`` (0 when ``β = 0``); the predicted step uses this."""
+        beta = self.beta
+        return 2 * self.alpha / beta if beta > 0 else 0.0
+
+    @property
+    def delta(self) -> float:
+        """``δ = sqrt(2α/β)``; NaN (recorded as missing) when ``α ≤ 0`` or ``β = 0``."""
+        return math.sqrt(self.delta_sq) if self.alpha > 0 and self.beta > 0 else math.nan
+
+    def epsilon(self, lr: float) -> float:
+        """``ε = η sqrt(α)``; NaN when ``α ≤ 0``."""
+        return lr * math.sqrt(self.alpha) if self.alpha > 0 else math.nan
+
+
+def geometry_at(objective: Objective, theta: Tensor, tracker: EigenTracker) -> Geometry:
+    """The geometry at ``theta`` with the top eigenpair from ``tracker`` (warm-started)."""
+    point = objective.at(theta)
+    return Geometry(point.theta, point, tracker.refresh(point))
+
+
+def to_cpu_state(geom: Geometry | None) -> dict | None:
+    """What a checkpoint needs to rebuild ``geom`` without recomputing it (bit-for-bit resume)."""
+    if geom is None:
+        return None
+    e = geom.eig
+    return {"theta": geom.theta.cpu(), "values": e.values, "vectors": e.vectors.cpu(), "images": e.images.cpu(),
+            "residuals": e.residuals, "hvps": e.hvps, "iterations": e.iterations, "converged": e.converged,
+            "method": e.method, "grad_sharpness": None if geom._grad_sharpness is None else geom._grad_sharpness.cpu()}
+
+
+def from_cpu_state(objective: Objective, state: dict | None) -> Geometry | None:
+    if state is None:
+        return None
+    dev = objective.device
+    eig = Eigenpairs(state["values"], state["vectors"].to(dev), state["images"].to(dev), state["residuals"],
+                     int(state["hvps"]), int(state["iterations"]), bool(state["converged"]), str(state["method"]))
+    point = objective.at(state["theta"].to(dev))
+    gs = state["grad_sharpness"]
+    return Geometry(point.theta, point, eig, None if gs is None else gs.to(dev))
