@@ -1,7 +1,7 @@
 """``selfstab`` entry point: one sub-command per module in this package.
 
-Each sub-command module exposes ``register(subparsers)``, which adds its
-parser and sets ``func(args) -> int`` as the default.  Errors that selfstab
+Each module listed in :data:`MODULES` exposes ``register(subparsers)``, which
+adds its sub-command parsers and sets ``func(args) -> int`` as their default.  Errors that selfstab
 raises on purpose (:class:`~selfstab.errors.SelfstabError`) are printed as one
 line, never as a traceback.
 """
@@ -14,8 +14,8 @@ import sys
 
 from ..errors import SelfstabError
 
-# Sub-command modules, in the order --help lists them.
-COMMANDS = ["train", "track", "run", "sweep", "resume", "plot", "report", "models", "datasets", "theory"]
+# Sub-command modules, in the order --help lists their commands.
+MODULES = ["run", "sweep", "plot", "report", "catalog", "theory"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Gradient descent at the edge of stability, and the theory of self-stabilization beside it.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in MODULES:
         try:
             module = importlib.import_module(f"{__package__}.{name}")
         except ModuleNotFoundError as exc:
@@ -37,7 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Config overrides (--lr 0.02, --model.width=200) are whatever argparse does not know.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides or []) + extra
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

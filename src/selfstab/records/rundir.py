@@ -144,6 +144,12 @@ class RunDir:
         (path / CHECKPOINTS).mkdir(exist_ok=True)
         return cls(path, config, _read_tables(path), _read_summary(path))
 
+    def update_config(self, config: Any) -> None:
+        """Rewrite ``config.toml`` (atomically), e.g. when ``selfstab track`` sets the tracking options."""
+        text = dumps_toml(to_dict(config), header="selfstab run config, resolved: every field, defaults included.")
+        atomic_write_text(self.path / CONFIG, text)
+        self.config = _read_config(self.path)
+
     # ------------------------------------------------------------------ records
 
     def recorder(self, name: str) -> Recorder:

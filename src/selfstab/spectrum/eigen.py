@@ -40,7 +40,7 @@ from ..errors import ConfigError, ConvergenceError
 
 MatVec = Callable[[Tensor], Tensor]          # (m, d) -> (m, d)
 
-DENSE_MAX = 400          # auto: dense eigh up to this dimension
+DENSE_MAX = 64           # auto: dense eigh (d HVPs) up to this dimension; beyond, warm LOBPCG is cheaper
 
 
 class EigenWarning(RuntimeWarning):

@@ -91,13 +91,14 @@ def _interval(sharpness: float, lr: float, every: Sequence[int]) -> int:
 def gd_to_edge(objective: Objective, lr: float, *, theta: Tensor | None = None, max_steps: int = 20000,
                every: Sequence[int] = (50, 10, 2), tracker: EigenTracker | None = None,
                on_record: OnRecord | None = None, divergence_factor: float = 1e4,
-               progress: Callable[[int, Record], None] | None = None) -> EdgeResult:
+               progress: Callable[[int, Record], None] | None = None,
+               evaluate: Callable[[Tensor], dict] | None = None) -> EdgeResult:
     """GD from ``theta`` (default ``objective.theta0``) until the midpoint sharpness first reaches ``2/η``.
 
     Returns an :class:`EdgeResult`; ``reached`` is False when ``max_steps``
     passed first.  Raises :class:`DivergenceError` (with every record already
     emitted) if the loss becomes NaN/inf or exceeds ``divergence_factor`` ×
-    the initial loss.
+    the initial loss.  ``evaluate(θ)`` (e.g. test accuracy) is recorded at every sharpness check.
     """
     lr = check_lr(lr)
     if len(every) != 3 or min(every) < 1:
@@ -134,6 +135,8 @@ def gd_to_edge(objective: Objective, lr: float, *, theta: Tensor | None = None, 
             mid = objective.at(0.5 * (theta_t + theta_next))
             eig = tracker.refresh(mid)
             rec.update(sharpness=eig.sharpness, eig_residual=float(eig.residuals.max()), eig_hvps=eig.hvps)
+            if evaluate is not None:
+                rec.update(evaluate(theta_t))
             if not math.isfinite(eig.sharpness):
                 pending.append(rec)
                 emit(pending)
@@ -150,7 +153,7 @@ def gd_to_edge(objective: Objective, lr: float, *, theta: Tensor | None = None, 
         theta_r, _, _ = step_from(theta_r, t0, False)   # the check step itself was below the edge
         for s in range(t0 + 1, t_cross + 1):
             theta_r_next, rec_s, eig_s = step_from(theta_r, s, True)
-            by_step[s].update({k: rec_s[k] for k in ("sharpness", "eig_residual", "eig_hvps")})
+            by_step[s].update({k: v for k, v in rec_s.items() if k not in ("step", "loss", "grad_norm")})
             if eig_s.sharpness >= edge:
                 pending[:] = [r for r in pending if r["step"] <= s]
                 emit(pending)

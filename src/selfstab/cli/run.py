@@ -1,0 +1,96 @@
+"""``selfstab train | track | run | resume``: a run directory from a config and overrides.
+
+Every command takes ``--config FILE`` (TOML) and overrides of any config key
+(``--lr 0.02``, ``--model.width 200``, ``--train.dtype=float64``); the
+resolved config, every default written out, is the run's ``config.toml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..config import RunConfig, diff_configs, from_dict, load_config, to_toml
+from ..errors import ConfigError
+from ..experiment import execute
+from ..records import RunDir
+
+EPILOG = "config keys (override any as --key value):\n" + "\n".join(
+    "  " + line for line in to_toml(RunConfig()).splitlines() if line and not line.startswith("#"))
+
+
+def _parser(sub, name: str, help_: str, run_arg: bool = False) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG, allow_abbrev=False,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    if run_arg:
+        p.add_argument("run", help="the run directory")
+    else:
+        p.add_argument("--config", metavar="FILE", help="a TOML config file (overrides apply on top)")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    p.set_defaults(overrides=[])   # config overrides: whatever is left, --key value or --key=value
+    return p
+
+
+def _report(run: RunDir) -> None:
+    s = run.summary
+    out = sys.stdout
+    if s.get("reached_edge"):
+        print(f"edge of stability reached at step {s['onset_step']}: midpoint sharpness {s['onset_sharpness']:.6g} "
+              f"≥ 2/η = {2 / s['lr']:.6g} (loss {s['onset_loss']:.4g}, {s['seconds_train']:.1f} s)", file=out)
+    if "tracked_steps" in s:
+        print(f"tracked {s['tracked_steps']} steps from the edge ({s['seconds_track']:.1f} s); stopped: "
+              f"{s['stop_reason']}", file=out)
+    elif s.get("stop_reason"):
+        print(f"stopped: {s['stop_reason']}", file=out)
+    print(f"run directory: {run.path}  (selfstab.load_run('{run.path}'))", file=out)
+
+
+def _new_run(args, train_only: bool) -> int:
+    cfg = load_config(RunConfig, args.config, args.overrides)
+    run = RunDir.create(cfg.out, cfg, overwrite=args.overwrite)
+    execute(run, train_only=train_only)
+    _report(run)
+    return 0
+
+
+def _track(args) -> int:
+    run = RunDir.open(args.run)
+    old = from_dict(RunConfig, run.config)
+    cfg = load_config(RunConfig, run.config, args.overrides)
+    changed = [k for k in diff_configs(old, cfg) if not k.startswith("track.") and k != "quiet"]
+    if changed:
+        raise ConfigError(f"track: only track.* settings can change after training; {changed[0]} differs "
+                          f"(start a new run with selfstab run)")
+    if run.summary.get("tracked_steps") is not None and diff_configs(old, cfg):
+        raise ConfigError(f"track: {run.path} was already tracked; change settings in a new run")
+    if "onset_step" not in run.summary:
+        raise ConfigError(f"track: {run.path} has not reached the edge yet; run selfstab resume {run.path} first")
+    run.update_config(cfg)
+    execute(run)
+    _report(run)
+    return 0
+
+
+def _resume(args) -> int:
+    run = RunDir.open(args.run)
+    if args.overrides:
+        old = from_dict(RunConfig, run.config)
+        new = load_config(RunConfig, run.config, args.overrides)
+        changed = [k for k in diff_configs(old, new) if k != "quiet"]
+        if changed:
+            raise ConfigError(f"resume: the config changed ({changed[0]}); a resumed run must keep its config — "
+                              f"start a new run instead")
+    execute(run)
+    _report(run)
+    return 0
+
+
+def register(sub) -> None:
+    _parser(sub, "train", "GD from initialization to the edge of stability (a run directory with the history)") \
+        .set_defaults(func=lambda a: _new_run(a, train_only=True))
+    _parser(sub, "track", "track GD, θ†, the predicted dynamics and gradient flow from a trained run's θ₀",
+            run_arg=True).set_defaults(func=_track)
+    _parser(sub, "run", "the main job: train to the edge, then track (defaults: MLP on digits, a few minutes on a CPU)") \
+        .set_defaults(func=lambda a: _new_run(a, train_only=False))
+    _parser(sub, "resume", "continue a killed run from its last checkpoint", run_arg=True) \
+        .set_defaults(func=_resume)

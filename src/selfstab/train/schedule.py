@@ -1,0 +1,63 @@
+"""Full-batch GD for a fixed number of steps, with a constant step or ``η_t = 1/S(θ_t)`` (Figure 6).
+
+Unlike :func:`~selfstab.train.gd_to_edge` this does not stop at the edge: it
+is the paper's Figure 6 experiment (train loss, test accuracy and sharpness
+against steps for several ``η``, and for the step size that keeps GD at
+``S·η_t = 1``, half-way to the edge).  The sharpness ``S(θ_t)`` is measured
+every ``measure_every`` steps (warm-started, a few HVPs) and, for the
+inverse-sharpness schedule, the last measured value sets ``η_t`` until the
+next measurement.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+from torch import Tensor
+
+from ..errors import ConfigError
+from ..problem.objective import Objective
+from ..spectrum import EigenTracker
+from .gd import _Divergence, check_lr
+
+Evaluate = Callable[[Tensor], dict]
+
+
+def gd_run(objective: Objective, lr: float, steps: int, *, schedule: Literal["constant", "inverse_sharpness"] =
+           "constant", measure_every: int = 10, theta: Tensor | None = None, tracker: EigenTracker | None = None,
+           evaluate: Evaluate | None = None, on_record: Callable[[dict], None] | None = None,
+           divergence_factor: float = 1e4, progress: Callable[[int, dict], None] | None = None) -> Tensor:
+    """GD for ``steps`` steps; returns the last iterate.  Records: ``step, loss, grad_norm, lr`` every step and
+    ``sharpness`` (at ``θ_t``) plus whatever ``evaluate(θ)`` returns every ``measure_every`` steps.
+
+    With ``schedule="inverse_sharpness"``, ``η_t = 1/S`` (``lr`` is then only the first step size's cap
+    before the first measurement, which happens at step 0).
+    """
+    lr = check_lr(lr)
+    if schedule not in ("constant", "inverse_sharpness"):
+        raise ConfigError(f"schedule: unknown schedule {schedule!r}; use constant or inverse_sharpness")
+    if measure_every < 1:
+        raise ConfigError(f"measure_every: must be ≥ 1, got {measure_every}")
+    tracker = tracker or EigenTracker(1, on_fail="warn")
+    diverge = _Divergence(lr, divergence_factor)
+    theta_t = objective.vector(theta).clone()
+    step_size = lr
+    for t in range(steps + 1):
+        point = objective.at(theta_t)
+        rec = {"step": t, "loss": float(point.loss), "grad_norm": float(point.grad.norm())}
+        if t % measure_every == 0 or t == steps:
+            eig = tracker.refresh(point)
+            rec.update(sharpness=eig.sharpness, eig_residual=float(eig.residuals.max()), eig_hvps=eig.hvps)
+            if schedule == "inverse_sharpness" and eig.sharpness > 0:
+                step_size = 1.0 / eig.sharpness
+            if evaluate is not None:
+                rec.update(evaluate(theta_t))
+        rec["lr"] = step_size
+        if on_record is not None:
+            on_record(rec)
+        if progress is not None:
+            progress(t, rec)
+        diverge.check(t, rec["loss"])   # raises after the record was emitted: the history is kept
+        if t < steps:
+            theta_t = theta_t - step_size * point.grad
+    return theta_t
