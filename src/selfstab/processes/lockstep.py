@@ -3,7 +3,8 @@
 One :meth:`Lockstep.step` records everything at time ``t`` and moves every
 process to ``t+1``:
 
-- **gd** ``θ_t``: loss, exact sharpness (and the two-step average), ``‖θ_t − θ†_t‖``;
+- **gd** ``θ_t``: loss, exact sharpness and its two-step average ``(S_{t−1} + S_t)/2``,
+  ``‖θ_t − θ†_t‖`` and GD's own ``x_t = u_t·(θ_t − θ†_t)``, ``y_t = ∇S⊥_t·(θ_t − θ†_t)``;
 - **constrained** ``θ†_t``: loss, ``S, α, β, δ, ε``, projection residuals;
 - **predicted** / **generalized** ``v_t``: ``x, y, ‖v‖``, the Theorem 1 loss
   and sharpness, ``‖θ_t − (θ†_t + v_t)‖``;
@@ -104,8 +105,10 @@ class Lockstep:
 
         gd_geom = geometry_at(obj, self.theta, self.trackers["gd"])
         s_gd = gd_geom.sharpness
+        disp = self.theta - here.theta   # GD's own x_t, y_t: its displacement from θ† along u_t and ∇S⊥_t
         rec["gd"] = {"loss": gd_geom.loss, "sharpness": s_gd, "sharpness_avg2": 0.5 * (self.prev_gd_sharpness + s_gd),
-                     "dist_constrained": float((self.theta - here.theta).norm()),
+                     "x": float(here.u @ disp), "y": float(here.grad_sharpness_perp @ disp),
+                     "dist_constrained": float(disp.norm()),
                      "grad_norm": float(gd_geom.grad.norm()), "u_dot_grad": float(gd_geom.u @ gd_geom.grad),
                      "eig_residual": float(gd_geom.eig.residuals.max())}
         alpha, beta = here.alpha, here.beta
