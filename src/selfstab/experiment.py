@@ -83,6 +83,8 @@ def model_options(cfg: RunConfig, dataset: Dataset) -> dict[str, Any]:
 def build_problem(cfg: RunConfig, dtype: str | torch.dtype | None = None) -> Problem:
     """Data set, model and full-batch objective for ``cfg`` (in ``dtype``, default ``cfg.train.dtype``)."""
     data_opts = {"binary": True} if cfg.data.binary else {}
+    if cfg.data.n_test is not None:
+        data_opts["n_test"] = cfg.data.n_test
     ds = load_dataset(cfg.data.name, loss=cfg.loss, n=cfg.data.n, seed=cfg.seed, data_root=cfg.data.data_root,
                       **data_opts)
     model = build_model(cfg.model.name, ds.input_shape, ds.n_outputs, seed=cfg.seed, **model_options(cfg, ds))

@@ -45,11 +45,20 @@ def _report(run: RunDir) -> None:
     print(f"run directory: {run.path}  (selfstab.load_run('{run.path}'))", file=out)
 
 
+def _figures(run: RunDir) -> None:
+    from ..figures.paper import plot_runs
+    from ..records import load_run
+    paths = plot_runs([load_run(run.path)], run.path / "figures")
+    if paths:
+        print(f"figures: {', '.join(p.name for p in paths if p.suffix == '.png')} in {run.path / 'figures'}")
+
+
 def _new_run(args, train_only: bool) -> int:
     cfg = load_config(RunConfig, args.config, args.overrides)
     run = RunDir.create(cfg.out, cfg, overwrite=args.overwrite)
     execute(run, train_only=train_only)
     _report(run)
+    _figures(run)
     return 0
 
 
@@ -68,6 +77,7 @@ def _track(args) -> int:
     run.update_config(cfg)
     execute(run)
     _report(run)
+    _figures(run)
     return 0
 
 
@@ -82,6 +92,7 @@ def _resume(args) -> int:
                               f"start a new run instead")
     execute(run)
     _report(run)
+    _figures(run)
     return 0
 
 

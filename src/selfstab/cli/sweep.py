@@ -71,7 +71,13 @@ def _sweep(args) -> int:
             results = [f.result() for f in as_completed(futures)]
     for path, status in sorted(results):
         print(f"{path}: {status}")
-    print(f"plot them together: selfstab plot {' '.join(sorted(p for p, _ in results))}", file=sys.stdout)
+    from ..figures.paper import plot_runs
+    from ..records import load_run
+    runs = [load_run(p) for p, s in sorted(results) if not s.startswith("error")]
+    paths = plot_runs(runs, Path(base.out) / "figures", names=("4", "6"))
+    if paths:
+        print(f"combined figures: {', '.join(p.name for p in paths if p.suffix == '.png')} in "
+              f"{Path(base.out) / 'figures'}")
     return 1 if any(s.startswith("error") for _, s in results) else 0
 
 

@@ -276,3 +276,20 @@ def figure6(runs, out_dir: str | Path, stem: str = "figure6") -> list[Path]:
     """Save :func:`make_figure6` as ``stem``.png/.pdf in ``out_dir``; returns the paths."""
     runs = [runs] if isinstance(runs, Run) else list(runs)
     return save(make_figure6(runs), out_dir, stem)
+
+
+def plot_runs(runs: Sequence, out_dir: str | Path, names: Sequence[str] | None = None) -> list[Path]:
+    """Every figure the records of ``runs`` allow (or those in ``names``): per-run ones for a single run,
+    the combined Figures 4 and 6 across runs."""
+    runs = list(runs)
+    paths: list[Path] = []
+    available = set().union(*(available_figures(r) for r in runs)) if runs else set()
+    wanted = [n for n in FIGURES if n in available and (names is None or n in names)]
+    for name in wanted:
+        if name == "4":
+            paths += figure4([r for r in runs if "4" in available_figures(r)], out_dir)
+        elif name == "6":
+            paths += figure6([r for r in runs if "6" in available_figures(r)], out_dir)
+        elif len(runs) == 1:
+            paths += {"1": figure1, "e": appendix_e, "5": figure5}[name](runs[0], out_dir)
+    return paths

@@ -96,7 +96,7 @@ def to_cpu_state(geom: Geometry | None) -> dict | None:
     if geom is None:
         return None
     e = geom.eig
-    return {"theta": geom.theta.cpu(), "values": e.values, "vectors": e.vectors.cpu(), "images": e.images.cpu(),
+    return {"theta": geom.theta.cpu(), "loss": geom.point.loss.cpu(), "grad": geom.point.grad.cpu(), "values": e.values, "vectors": e.vectors.cpu(), "images": e.images.cpu(),
             "residuals": e.residuals, "hvps": e.hvps, "iterations": e.iterations, "converged": e.converged,
             "method": e.method, "grad_sharpness": None if geom._grad_sharpness is None else geom._grad_sharpness.cpu()}
 
@@ -108,5 +108,7 @@ def from_cpu_state(objective: Objective, state: dict | None) -> Geometry | None:
     eig = Eigenpairs(state["values"], state["vectors"].to(dev), state["images"].to(dev), state["residuals"],
                      int(state["hvps"]), int(state["iterations"]), bool(state["converged"]), str(state["method"]))
     point = objective.at(state["theta"].to(dev))
+    # the loss and gradient as computed before the checkpoint: not recomputed (nor counted) on resume
+    point._loss, point._grad = state["loss"].to(dev), state["grad"].to(dev)
     gs = state["grad_sharpness"]
     return Geometry(point.theta, point, eig, None if gs is None else gs.to(dev))
