@@ -33,7 +33,7 @@ from .problem.data import Dataset, load_dataset
 from .problem.models import MODELS, build_model, count_parameters
 from .processes import Lockstep
 from .records import RunDir
-from .spectrum import EigenTracker
+from .spectrum import EigenTracker, default_tol
 from .train import gd_run, gd_to_edge
 
 
@@ -152,7 +152,8 @@ def train_phase(cfg: RunConfig, run: RunDir, problem: Problem | None = None) -> 
     obj, lr = problem.objective, cfg.train.lr
     rec = run.recorder("train")
     start = time.perf_counter()
-    tracker = EigenTracker(1, tol=cfg.train.eig_tol, on_fail="warn")
+    # float32 HVPs cannot resolve a residual below ~1e-5: never ask for less than the dtype allows
+    tracker = EigenTracker(1, tol=max(cfg.train.eig_tol, default_tol(obj.dtype)), on_fail="warn")
     fixed = not cfg.train.stop_at_edge or cfg.train.schedule != "constant"
 
     def on_record(r):

@@ -149,14 +149,19 @@ def _eigsh(matvec: MatVec, d: int, k: int, dtype, device, tol: float, seed: int)
     return X, count[0]
 
 
-def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int = 200) -> Eigenpairs:
+def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int = 200, guard: int = 0) -> Eigenpairs:
     """Block LOBPCG for the ``k`` largest eigenpairs, Rayleigh–Ritz first on the whole ``start`` subspace.
 
     ``start`` (m, d), m ≥ k: the warm subspace.  Costs m HVPs for the start and
     one per unconverged vector per iteration.  No preconditioner (there is no
     cheap one for a network Hessian).  The small projected problems are solved
-    in float64 whatever the vectors' dtype.
+    in float64 whatever the vectors' dtype.  ``guard`` extra vectors are
+    iterated but not required to converge: LOBPCG's rate for the ``k``-th pair
+    then depends on the gap to ``λ_{k+guard+1}``, which rescues near-degenerate
+    top eigenvalues (the 10-class cluster of FINDINGS.md).  The result holds the
+    ``k`` wanted pairs; the guard vectors are in ``extra["guard"]``.
     """
+    want, k = k, k + guard
     S = _orthonormalize(start)
     if S.shape[0] < k:  # the warm start collapsed: pad with seeded random directions
         g = torch.Generator(device="cpu").manual_seed(S.shape[0] + 7)
@@ -177,8 +182,8 @@ def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int =
         AX = (ctop.T.to(S) @ AS)
         res = _residuals(values, X, AX)
         if it == 0:
-            first_residual = float(res.max())
-        if bool((res <= tol).all()) or it >= max_iter:
+            first_residual = float(res[:want].max())
+        if bool((res[:want] <= tol).all()) or it >= max_iter:
             break
         it += 1
         # P: LOBPCG's implicit momentum.  After the warm start it is the rest of the warm
@@ -203,21 +208,23 @@ def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int =
         hvps += W.shape[0]
         S = torch.cat([X, P, W])
         AS = torch.cat([AX, AP, AW])
-    converged = bool((res <= tol).all())
-    return Eigenpairs(values, X, AX, res, hvps, it, converged, "lobpcg", {"start_residual": first_residual})
+    converged = bool((res[:want] <= tol).all())
+    return Eigenpairs(values[:want], X[:want], AX[:want], res[:want], hvps, it, converged, "lobpcg",
+                      {"start_residual": first_residual, "guard": X[want:]})
 
 
 def top_eigenpairs(matvec: MatVec, d: int, k: int = 1, *, dtype: torch.dtype = torch.float64,
                    device: torch.device | str = "cpu", warm: Tensor | None = None, tol: float | None = None,
                    max_iter: int = 200, method: Literal["auto", "dense", "lobpcg", "eigsh"] = "auto",
-                   on_fail: Literal["raise", "warn"] = "raise", seed: int = 0, previous: Tensor | None = None) -> Eigenpairs:
+                   on_fail: Literal["raise", "warn"] = "raise", seed: int = 0, previous: Tensor | None = None,
+                   guard: int = 0) -> Eigenpairs:
     """The ``k`` largest eigenpairs of the symmetric operator ``matvec`` (e.g. ``Point.hvp``).
 
     ``warm`` (m, d): a subspace to start from (previous eigenvectors, their
     history); without it the solve starts cold with ARPACK.  ``previous``
     (k, d): the last eigenvectors, for the sign convention (defaults to the
     first ``k`` rows of ``warm``).  ``tol``: relative residual (default
-    :func:`default_tol`).
+    :func:`default_tol`).  ``guard``: extra LOBPCG vectors (see :func:`lobpcg`).
     """
     if k < 1 or k > d:
         raise ConfigError(f"k: number of eigenpairs must be in [1, {d}], got {k}")
@@ -229,12 +236,12 @@ def top_eigenpairs(matvec: MatVec, d: int, k: int = 1, *, dtype: torch.dtype = t
     else:
         hvps0 = 0
         if warm is None or method == "eigsh":
-            start, hvps0 = _eigsh(matvec, d, min(k, d - 1), dtype, device, tol, seed)
+            start, hvps0 = _eigsh(matvec, d, min(k + guard, d - 1), dtype, device, tol, seed)
             if start.shape[0] < k:
                 start = torch.cat([start, torch.randn(k - start.shape[0], d, dtype=dtype, device=device)])
         else:
             start = warm.to(dtype=dtype, device=device).reshape(-1, d)
-        result = lobpcg(matvec, start, k, tol=tol, max_iter=max_iter)
+        result = lobpcg(matvec, start, k, tol=tol, max_iter=max_iter, guard=min(guard, d - k))
         result.hvps += hvps0
         if hvps0:
             result.method = "eigsh+lobpcg"

@@ -40,12 +40,18 @@ class EigenTracker:
     ``refresh(point)`` returns :class:`Eigenpairs` with signs aligned to the
     previous result (``u_t·u_{t−1} > 0``).  :attr:`hvps` and :attr:`calls`
     tally the cost.
+
+    When a solve needs more than ``guard_after`` LOBPCG iterations (the top
+    eigenvalues are nearly degenerate), the tracker adds a guard vector to the
+    block from then on (``guard`` becomes 1): one more HVP per warm start and
+    iteration, far fewer iterations.
     """
 
     def __init__(self, k: int = 1, *, tol: float | None = None, history: int = 3, max_iter: int = 200,
                  method: Literal["auto", "dense", "lobpcg", "eigsh"] = "auto",
-                 on_fail: Literal["raise", "warn"] = "raise", seed: int = 0):
+                 on_fail: Literal["raise", "warn"] = "raise", seed: int = 0, guard: int = 0, guard_after: int = 6):
         self.k, self.tol, self.max_iter, self.method, self.on_fail, self.seed = k, tol, max_iter, method, on_fail, seed
+        self.guard, self.guard_after = guard, guard_after
         self._history: deque[Tensor] = deque(maxlen=max(1, history))
         self.last: Eigenpairs | None = None
         self.hvps = 0
@@ -67,8 +73,14 @@ class EigenTracker:
         previous = self._history[0] if self._history else None
         result = top_eigenpairs(point.hvp, obj.dim, self.k, dtype=obj.dtype, device=obj.device, warm=warm,
                                 tol=self.tol, max_iter=self.max_iter, method=self.method, on_fail=self.on_fail,
-                                seed=self.seed, previous=previous)
-        self._history.appendleft(result.vectors.detach().clone())
+                                seed=self.seed, previous=previous[: self.k] if previous is not None else None,
+                                guard=self.guard)
+        if self.guard == 0 and result.iterations > self.guard_after:
+            self.guard = 1
+        block = result.vectors
+        if result.extra.get("guard") is not None and result.extra["guard"].shape[0]:
+            block = torch.cat([block, result.extra["guard"]])
+        self._history.appendleft(block.detach().clone())
         self.last = result
         self.hvps += result.hvps
         self.calls += 1
@@ -79,10 +91,12 @@ class EigenTracker:
         self.last = None
 
     def state_dict(self) -> dict:
-        return {"history": [h.cpu() for h in self._history], "hvps": self.hvps, "calls": self.calls}
+        return {"history": [h.cpu() for h in self._history], "hvps": self.hvps, "calls": self.calls,
+                "guard": self.guard}
 
     def load_state_dict(self, state: dict, device: torch.device | str | None = None) -> None:
         self._history.clear()
         for h in state["history"]:
             self._history.append(h.to(device) if device is not None else h)
         self.hvps, self.calls = int(state["hvps"]), int(state["calls"])
+        self.guard = int(state.get("guard", 0))

@@ -4,7 +4,8 @@ GD ``θ_{t+1} = θ_t − η∇L(θ_t)``.  The sharpness is measured at the midpo
 ``(θ_t + θ_{t+1})/2`` — once unstable the iterates oscillate across the
 valley and the midpoint is the honest estimate — on a schedule: every
 ``every[0]`` steps while ``S < 1/η``, every ``every[1]`` while ``S < 1.5/η``,
-every ``every[2]`` beyond.  When a check first finds ``S ≥ 2/η``, GD is
+every ``every[2]`` beyond — and never more than half the steps to ``2/η``
+extrapolated from the growth between the last two checks.  When a check first finds ``S ≥ 2/η``, GD is
 replayed from the last check below it, testing every step, so the returned
 ``θ₀`` is the **first** iterate whose midpoint sharpness is ``≥ 2/η``.  The
 replay is deterministic (the same operations on the same inputs).
@@ -80,16 +81,20 @@ class _Divergence:
                                   f"{loss:.4g} {why}; lower the learning rate", step=step, lr=self.lr)
 
 
-def _interval(sharpness: float, lr: float, every: Sequence[int]) -> int:
-    if sharpness < 1.0 / lr:
-        return every[0]
-    if sharpness < 1.5 / lr:
-        return every[1]
-    return every[2]
+def _interval(sharpness: float, lr: float, every: Sequence[int], rate: float | None = None) -> int:
+    """Steps to the next check: the band's interval, shortened to half the extrapolated steps to ``2/η``.
+
+    ``rate`` is the sharpness growth per step between the last two checks; extrapolating it keeps
+    checks sparse far from the edge and dense just before it, so the replay after a crossing is short.
+    """
+    band = every[0] if sharpness < 1.0 / lr else every[1] if sharpness < 1.5 / lr else every[2]
+    if rate is not None and rate > 0:
+        return int(max(1, min(band, 0.5 * (2.0 / lr - sharpness) / rate)))
+    return band
 
 
 def gd_to_edge(objective: Objective, lr: float, *, theta: Tensor | None = None, max_steps: int = 20000,
-               every: Sequence[int] = (50, 10, 2), tracker: EigenTracker | None = None,
+               every: Sequence[int] = (50, 25, 10), tracker: EigenTracker | None = None,
                on_record: OnRecord | None = None, divergence_factor: float = 1e4,
                progress: Callable[[int, Record], None] | None = None,
                evaluate: Callable[[Tensor], dict] | None = None) -> EdgeResult:
@@ -144,9 +149,9 @@ def gd_to_edge(objective: Objective, lr: float, *, theta: Tensor | None = None, 
                                       f"lower the learning rate", step=t, lr=lr)
         return theta_next, rec, eig
 
-    def _replay(check: tuple[int, Tensor, list], t_cross: int) -> EdgeResult | None:
+    def _replay(check: tuple, t_cross: int) -> EdgeResult | None:
         """Replay GD from the last check below the edge, testing every step up to ``t_cross``."""
-        t0, theta_r, hist = check
+        t0, theta_r, hist, _ = check
         tracker._history.clear()
         tracker._history.extend(hist)
         by_step = {r["step"]: r for r in pending}
@@ -163,7 +168,7 @@ def gd_to_edge(objective: Objective, lr: float, *, theta: Tensor | None = None, 
 
     theta_t = objective.vector(theta).clone()
     t, next_check = 0, 0
-    last_check: tuple[int, Tensor, list] | None = None   # step, θ there, tracker history
+    last_check: tuple | None = None   # step, θ there, tracker history, sharpness
     while True:
         measure = t == next_check or t == max_steps
         theta_next, rec, eig = step_from(theta_t, t, measure)
@@ -181,8 +186,9 @@ def gd_to_edge(objective: Objective, lr: float, *, theta: Tensor | None = None, 
         pending.append(rec)
         if eig is not None:
             emit(pending)
-            last_check = (t, theta_t.clone(), list(tracker._history))
-            next_check = t + _interval(eig.sharpness, lr, every)
+            rate = None if last_check is None else (eig.sharpness - last_check[3]) / (t - last_check[0])
+            last_check = (t, theta_t.clone(), list(tracker._history), eig.sharpness)
+            next_check = t + _interval(eig.sharpness, lr, every, rate)
         if t >= max_steps:
             break
         theta_t = theta_next
