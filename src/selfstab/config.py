@@ -474,7 +474,7 @@ class TrainConfig:
 class TrackConfig:
     """The processes tracked in lockstep from θ₀ (SPEC.md §3–4)."""
 
-    steps: int = 1000  # GD steps to track from θ₀ (time t restarts at 0 there)
+    steps: int = 800  # GD steps to track from θ₀ (time t restarts at 0 there); the default job shows two cycles
     proj_tol: float = 1e-9  # stop projecting onto M when η|S − 2/η| and |u·∇L|/‖∇L‖ are below this
     proj_max_iter: int = 10  # most linearized projection steps per projection (the paper uses 3)
     proj_coupled: bool = True  # Newton step of the coupled 2×2 linearization (False: SPEC.md §3's formula as written)

@@ -14,25 +14,9 @@ from typing import Sequence
 import numpy as np
 
 from ..theory.stages import STAGE_NAMES, stage_labels, stage_spans
+from .style import pyplot, save
 
 STAGE_COLORS = {1: "#4c72b0", 2: "#dd8452", 3: "#c44e52", 4: "#55a868"}
-
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")  # here, not at import: importing this module must not change a user's backend
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(fig, out_dir: str | Path, name: str) -> list[Path]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{name}.png", out / f"{name}.pdf"]
-    for p in paths:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
-    _pyplot().close(fig)
-    return paths
 
 
 def _shade(ax, spans, labelled: set) -> None:
@@ -46,7 +30,7 @@ def four_stages_figure(x: np.ndarray, y: np.ndarray, loss: np.ndarray, *, lr: fl
     """Figure 2: ``x_t``, the sharpness ``2/η + y_t`` and the loss against steps, stages shaded.
 
     ``x``, ``y`` are eq. (3)'s coordinates (on the toy model ``y = √β·θ_y``), ``loss`` is ``L(θ_t)``."""
-    plt = _pyplot()
+    plt = pyplot()
     steps = np.arange(len(x))
     spans = stage_spans(stage_labels(x, y, alpha, beta))
     fig, axes = plt.subplots(3, 1, figsize=(7, 7), sharex=True)
@@ -73,14 +57,14 @@ def four_stages_figure(x: np.ndarray, y: np.ndarray, loss: np.ndarray, *, lr: fl
 def plot_four_stages(out_dir: str | Path, x, y, loss, *, lr: float, alpha: float, beta: float,
                      name: str = "fig2_four_stages") -> list[Path]:
     """Save :func:`four_stages_figure` as ``name``.png/.pdf in ``out_dir``; returns the paths."""
-    return _save(four_stages_figure(x, y, loss, lr=lr, alpha=alpha, beta=beta), out_dir, name)
+    return save(four_stages_figure(x, y, loss, lr=lr, alpha=alpha, beta=beta), out_dir, name)
 
 
 def ode_orbits_figure(orbits: Sequence[tuple[float, np.ndarray, np.ndarray]], stage_orbit: tuple[np.ndarray, np.ndarray],
                       *, alpha: float, beta: float):
     """Figure 3. Left: orbits ``(X, Y)`` of eq. (4), one per ``(X(0), X, Y)`` in ``orbits``, and the
     fixed point ``(δ, 0)``.  Right: one orbit ``(X, Y)`` coloured by stage."""
-    plt = _pyplot()
+    plt = pyplot()
     d = np.sqrt(2 * alpha / beta)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
     cmap = plt.get_cmap("viridis")
@@ -114,13 +98,13 @@ def ode_orbits_figure(orbits: Sequence[tuple[float, np.ndarray, np.ndarray]], st
 def plot_ode_orbits(out_dir: str | Path, orbits, stage_orbit, *, alpha: float, beta: float,
                     name: str = "fig3_ode_orbits") -> list[Path]:
     """Save :func:`ode_orbits_figure` as ``name``.png/.pdf in ``out_dir``; returns the paths."""
-    return _save(ode_orbits_figure(orbits, stage_orbit, alpha=alpha, beta=beta), out_dir, name)
+    return save(ode_orbits_figure(orbits, stage_orbit, alpha=alpha, beta=beta), out_dir, name)
 
 
 def scale_invariance_figure(df):
     """Appendix H: ``S η/2``, the normalized sharpness ``S_f(θ/‖θ‖)`` and ``‖θ‖²`` against steps,
     from the frame of :func:`selfstab.theory.scale_invariance_experiment`."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(3, 1, figsize=(7, 7), sharex=True)
     edge = df.attrs.get("edge_step")
     axes[0].plot(df["step"], df["sharpness_ratio"], lw=0.8, color="k", label=r"$S(\theta_t)\,\eta/2$")
@@ -143,4 +127,4 @@ def scale_invariance_figure(df):
 
 def plot_scale_invariance(out_dir: str | Path, df, name: str = "scale_invariance") -> list[Path]:
     """Save :func:`scale_invariance_figure` as ``name``.png/.pdf in ``out_dir``; returns the paths."""
-    return _save(scale_invariance_figure(df), out_dir, name)
+    return save(scale_invariance_figure(df), out_dir, name)
