@@ -439,6 +439,7 @@ class DataConfig:
     data_root: Optional[str] = None  # folder holding downloaded datasets; None: the dataset's default
     binary: bool = False  # two classes with ±1 targets and one output (e.g. cats vs dogs)
     n_test: Optional[int] = None  # held-out examples for test accuracy; None: the dataset's default
+    kind: Optional[str] = None  # synthetic only: teacher, mixture, images or tokens; None: mixture
 
     def validate(self) -> Iterator[tuple[str, str]]:
         if self.n is not None:

@@ -85,6 +85,8 @@ def build_problem(cfg: RunConfig, dtype: str | torch.dtype | None = None) -> Pro
     data_opts = {"binary": True} if cfg.data.binary else {}
     if cfg.data.n_test is not None:
         data_opts["n_test"] = cfg.data.n_test
+    if cfg.data.kind is not None:
+        data_opts["kind"] = cfg.data.kind
     ds = load_dataset(cfg.data.name, loss=cfg.loss, n=cfg.data.n, seed=cfg.seed, data_root=cfg.data.data_root,
                       **data_opts)
     model = build_model(cfg.model.name, ds.input_shape, ds.n_outputs, seed=cfg.seed, **model_options(cfg, ds))

@@ -129,17 +129,14 @@ class Lockstep:
         proj = constrained_step(obj, here, lr, self.trackers["constrained"], tol=c.proj_tol,
                                 max_steps=c.proj_max_iter, min_steps=c.proj_min_iter, coupled=c.proj_coupled)
         u_next = proj.geometry.u
+        nxt = {}
         for name, v, general in (("predicted", self.v, False), ("generalized", self.vg, True)):
-            if name == "generalized" and not c.generalized:
+            if general and not c.generalized:
                 continue
-            v_next, f = predicted_step(v, here, u_next, lr, generalized=general, even_part=c.even_part)
+            nxt[name], f = predicted_step(v, here, u_next, lr, generalized=general, even_part=c.even_part)
             pred = theorem1_predictions(here, f["x"], f["y"], lr)
             rec[name] = {**f, "v_norm": float(v.norm()), **pred,
                          "dist_gd": float((self.theta - here.theta - v).norm())}
-            if name == "predicted":
-                self.v_next = v_next
-            else:
-                self.vg_next = v_next
         if self.flow is not None:
             rec["flow"]["nfev"] = self.flow.advance()
         spent = Counter(obj.counts)
@@ -148,9 +145,8 @@ class Lockstep:
                        "seconds": time.perf_counter() - start}
 
         self.theta, self.here, self.proj = theta_next, proj.geometry, _proj_fields(proj)
-        self.v = self.v_next
-        if c.generalized:
-            self.vg = self.vg_next
+        self.v = nxt["predicted"]
+        self.vg = nxt.get("generalized", self.vg)
         self.prev_gd_sharpness = s_gd
         self.t += 1
         self._check_stop(rec)
