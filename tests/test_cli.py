@@ -113,3 +113,14 @@ def test_models_and_datasets_list_everything(capsys):
                  "synthetic"):
         assert name in text
     assert "parameters" in text
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, capsys):
+    pytest.importorskip("torch")
+    try:
+        import tensorboard  # noqa: F401
+        pytest.skip("tensorboard is installed here")
+    except ImportError:
+        pass
+    assert main(["train", "--out", str(tmp_path / "tb"), "--tensorboard", *TINY]) == 2
+    assert "pip install tensorboard" in capsys.readouterr().err

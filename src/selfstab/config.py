@@ -508,6 +508,7 @@ class RunConfig:
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", …
     out: str = "runs/default"  # the run directory
     quiet: bool = False  # no progress bars
+    tensorboard: bool = False  # also log every record to RUN/tensorboard (needs the tensorboard package)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: Literal["mse", "half_mse", "ce", "logistic"] = "mse"  # SPEC.md §1; mse has no ½

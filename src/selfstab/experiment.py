@@ -153,6 +153,7 @@ def train_phase(cfg: RunConfig, run: RunDir, problem: Problem | None = None) -> 
     problem = problem or build_problem(cfg)
     obj, lr = problem.objective, cfg.train.lr
     rec = run.recorder("train")
+    board = _TensorBoard(cfg, run)
     start = time.perf_counter()
     # float32 HVPs cannot resolve a residual below ~1e-5: never ask for less than the dtype allows
     tracker = EigenTracker(1, tol=max(cfg.train.eig_tol, default_tol(obj.dtype)), on_fail="warn")
@@ -160,6 +161,7 @@ def train_phase(cfg: RunConfig, run: RunDir, problem: Problem | None = None) -> 
 
     def on_record(r):
         rec.append(r["step"], **{k: v for k, v in r.items() if k != "step"})
+        board.log(r["step"], {"train": {k: v for k, v in r.items() if k != "step" and v is not None}})
 
     with _progress(cfg.train.max_steps + 1, "train" if fixed else "train → edge", cfg.quiet) as show, \
             warnings.catch_warnings():
@@ -178,6 +180,7 @@ def train_phase(cfg: RunConfig, run: RunDir, problem: Problem | None = None) -> 
                                   on_record=on_record, progress=progress, evaluate=evaluator(problem))
         finally:
             run.flush()
+            board.close()
     seconds = time.perf_counter() - start
     if fixed:
         run.write_summary({"lr": lr, "parameters": obj.dim, "seconds_train": seconds, "reached_edge": False,
@@ -196,6 +199,30 @@ def train_phase(cfg: RunConfig, run: RunDir, problem: Problem | None = None) -> 
     return state
 
 
+class _TensorBoard:
+    """Optional mirror of the records to TensorBoard (``tensorboard = true``); a no-op when off."""
+
+    def __init__(self, cfg: RunConfig, run: RunDir):
+        self.writer = None
+        if cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ConfigError("tensorboard: the tensorboard package is not installed; pip install tensorboard "
+                                  "or set tensorboard = false") from None
+            self.writer = SummaryWriter(str(run.path / "tensorboard"))
+
+    def log(self, step: int, records: dict[str, dict]) -> None:
+        if self.writer is not None:
+            for process, fields in records.items():
+                for key, value in fields.items():
+                    self.writer.add_scalar(f"{process}/{key}", float(value), step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def track_phase(cfg: RunConfig, run: RunDir, edge: dict, problem: Problem | None = None,
                 resume_state: dict | None = None) -> Lockstep:
     """The four processes from ``θ₀`` in float64, streaming records and checkpointing every ``checkpoint_every``."""
@@ -209,6 +236,7 @@ def track_phase(cfg: RunConfig, run: RunDir, edge: dict, problem: Problem | None
         else:
             ls = Lockstep.from_state(obj, lr, tc, resume_state["lockstep"])
         start = time.perf_counter()
+        board = _TensorBoard(cfg, run)
         with _progress(tc.steps, "track", cfg.quiet) as show:
             if ls.t:
                 show(ls.t - 1)
@@ -221,10 +249,12 @@ def track_phase(cfg: RunConfig, run: RunDir, edge: dict, problem: Problem | None
                     run.recorder(name).append(t, **fields)
                 run.recorder("cost").append(t, **timing)
                 run.recorder("timing").append(t, seconds=seconds)
+                board.log(t, rec)
                 g = rec["gd"]
                 show(t, loss=g["loss"], S=g["sharpness"], **{"2/η": 2 / lr})
                 if ls.t % tc.checkpoint_every == 0 or ls.stop_reason is not None or ls.t >= tc.steps:
                     run.save_checkpoint(ls.t, {"phase": "track", "edge": edge, "lockstep": ls.state_dict()})
+        board.close()
     run.write_summary({"stop_reason": ls.stop_reason or f"steps: reached the step limit {tc.steps}",
                        "tracked_steps": ls.t, "seconds_track": time.perf_counter() - start})
     return ls
