@@ -43,15 +43,18 @@ class EigenTracker:
 
     When a solve needs more than ``guard_after`` LOBPCG iterations (the top
     eigenvalues are nearly degenerate), the tracker adds a guard vector to the
-    block from then on (``guard`` becomes 1): one more HVP per warm start and
-    iteration, far fewer iterations.
+    block (``guard`` becomes 1): one more HVP per warm start and iteration, far
+    fewer iterations.  After ``guard_off`` solves in a row that needed at most
+    one iteration, it drops the guard again (the hard stretch is over, or the
+    slow solve was only a poor first warm start).
     """
 
     def __init__(self, k: int = 1, *, tol: float | None = None, history: int = 3, max_iter: int = 200,
                  method: Literal["auto", "dense", "lobpcg", "eigsh"] = "auto",
                  on_fail: Literal["raise", "warn"] = "raise", seed: int = 0, guard: int = 0, guard_after: int = 6):
         self.k, self.tol, self.max_iter, self.method, self.on_fail, self.seed = k, tol, max_iter, method, on_fail, seed
-        self.guard, self.guard_after = guard, guard_after
+        self.guard, self.guard_after, self.guard_off = guard, guard_after, 10
+        self._easy = 0
         self._history: deque[Tensor] = deque(maxlen=max(1, history))
         self.last: Eigenpairs | None = None
         self.hvps = 0
@@ -75,8 +78,11 @@ class EigenTracker:
                                 tol=self.tol, max_iter=self.max_iter, method=self.method, on_fail=self.on_fail,
                                 seed=self.seed, previous=previous[: self.k] if previous is not None else None,
                                 guard=self.guard)
+        self._easy = self._easy + 1 if result.iterations <= 1 else 0
         if self.guard == 0 and result.iterations > self.guard_after:
             self.guard = 1
+        elif self.guard and self._easy >= self.guard_off:
+            self.guard, self._easy = 0, 0
         block = result.vectors
         if result.extra.get("guard") is not None and result.extra["guard"].shape[0]:
             block = torch.cat([block, result.extra["guard"]])
@@ -92,11 +98,11 @@ class EigenTracker:
 
     def state_dict(self) -> dict:
         return {"history": [h.cpu() for h in self._history], "hvps": self.hvps, "calls": self.calls,
-                "guard": self.guard}
+                "guard": self.guard, "easy": self._easy}
 
     def load_state_dict(self, state: dict, device: torch.device | str | None = None) -> None:
         self._history.clear()
         for h in state["history"]:
             self._history.append(h.to(device) if device is not None else h)
         self.hvps, self.calls = int(state["hvps"]), int(state["calls"])
-        self.guard = int(state.get("guard", 0))
+        self.guard, self._easy = int(state.get("guard", 0)), int(state.get("easy", 0))
