@@ -84,7 +84,17 @@ def _track(obj, theta0, lr, steps, warm, **overrides) -> dict:
     solvers = {k: {"hvps": (tr.hvps - solver0[k][0]) / n, "calls": (tr.calls - solver0[k][1]) / n}
                for k, tr in ls.trackers.items()}
     return {"per_step": per_step, "init": init, "stop_reason": res.stop_reason, "steps": res.steps,
-            "seconds": seconds, "solvers": solvers, "profile": profile}
+            "seconds": seconds, "solvers": solvers, "profile": profile, "proj_last": ls.proj["proj_steps"]}
+
+
+def projection_steps(res: dict) -> list[float]:
+    """Linearized projection steps taken *during* each tracked step.
+
+    A step's record holds the count of the projection that produced its θ†_t (done in the step before, or when
+    the lockstep was built), so the count of step t's own projection is in record t+1 (the last: in the state).
+    """
+    rows = res["per_step"]
+    return [r["proj_steps"] for r in rows[1:]] + [res.get("proj_last", float("nan"))]
 
 
 def breakdown(prof, step_seconds: float) -> dict:
@@ -163,6 +173,11 @@ def run_paper(quick: bool = False, n: int | None = None, steps: int | None = Non
     return out
 
 
+def _nanmean(xs) -> float:
+    xs = [x for x in xs if x == x]
+    return float(np.mean(xs)) if xs else float("nan")
+
+
 def authors(solve_hvps: float, g: float, d: float) -> float:
     return THEIR_SOLVES * solve_hvps + THEIR_D3 * d + THEIR_GRADS * g
 
@@ -174,7 +189,7 @@ def hvp_equivalents(res: dict, unit: dict, lob: dict) -> dict:
     """
     g = unit["grad"] / unit["hvp (marginal)"]
     d = unit["d3(u,u) (marginal)"] / unit["hvp (marginal)"]
-    rows = res["per_step"]
+    rows = [{**r, "proj_steps": p} for r, p in zip(res["per_step"], projection_steps(res))]
     out = {"grad_in_hvps": g, "d3_in_hvps": d, "hvp_ms": unit["hvp (marginal)"] * unit["_grad_ms"],
            "grad_ms": unit["_grad_ms"], "d3_ms": unit["d3(u,u) (marginal)"] * unit["_grad_ms"],
            "theirs": authors(lob["nominal"], g, d), "theirs_matched": authors(lob["matched"], g, d)}
@@ -193,8 +208,8 @@ def hvp_equivalents(res: dict, unit: dict, lob: dict) -> dict:
         est = (h * out["hvp_ms"] + gr * out["grad_ms"] + d3 * out["d3_ms"]) / 1e3
         out[label] = {"n": len(sel), "hvps": h, "grads": gr, "d3": d3, "seconds": sec, "equiv": eq,
                       "ratio": out["theirs"] / eq, "ratio_matched": out["theirs_matched"] / eq, "est_seconds": est,
-                      "proj_steps": float(np.mean([r["proj_steps"] for r in sel])),
-                      "flow_nfev": float(np.nanmean([r["flow_nfev"] for r in sel]))}
+                      "proj_steps": _nanmean([r["proj_steps"] for r in sel]),
+                      "flow_nfev": _nanmean([r["flow_nfev"] for r in sel])}
         if "theirs_regime" in out:
             out[label]["ratio_regime"] = out["theirs_regime"] / eq
     return out

@@ -52,14 +52,28 @@ def machine_info() -> dict:
         load = (float("nan"),) * 3
     import numpy
     import scipy
-    return {"date": date, "cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+    return {"date": date, "git": git_state(), "cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
             "numpy": numpy.__version__, "scipy": scipy.__version__, "python": platform.python_version(),
             "threads": torch.get_num_threads(), "load": load}
+
+
+def git_state() -> str:
+    """``HEAD`` of the repository and whether ``src/`` differs from it (the library is what is measured)."""
+    root = HERE.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=root, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{head}" + (" with uncommitted changes in src/" if dirty else " (src/ clean)")
 
 
 def machine_lines(info: dict, command: str) -> list[str]:
     return [
         f"- date: `{info['date']}`",
+        f"- selfstab: commit {info.get('git', 'not recorded')}",
         f"- machine: {info['cpu']}, {info['cores']} cores; load average at start "
         f"{info['load'][0]:.2f} (other jobs share the machine)",
         f"- software: torch {info['torch']}, numpy {info['numpy']}, scipy {info['scipy']}, Python {info['python']}",

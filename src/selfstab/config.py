@@ -479,6 +479,7 @@ class TrackConfig:
     proj_tol: float = 1e-9  # stop projecting onto M when η|S − 2/η| and |u·∇L|/‖∇L‖ are below this
     proj_max_iter: int = 10  # most linearized projection steps per projection (the paper uses 3)
     proj_coupled: bool = True  # Newton step of the coupled 2×2 linearization (False: SPEC.md §3's formula as written)
+    proj_chord: bool = True  # linearized steps reuse ∇S(θ†_t) (no third derivative per step); false: fresh ∇S at each φ
     proj_min_iter: int = 0  # fewest linearized projection steps (3 with proj_max_iter 3 reproduces the paper)
     eig_tol: float = 1e-7  # relative residual ‖Hu − λu‖/|λ| of every eigen-solve while tracking
     flow: bool = True  # track gradient flow too

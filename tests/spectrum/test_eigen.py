@@ -69,7 +69,7 @@ def test_top_eigenpairs_equal_dense_eigh(problem, method, k):
 
 def test_warm_start_is_cheap_and_keeps_sign(problem):
     obj, theta, w, V = problem
-    tracker = EigenTracker(1, tol=1e-8, method="lobpcg")
+    tracker = EigenTracker(1, tol=1e-8, method="lobpcg", history=3)   # a random (not GD) path: 3 blocks
     first = tracker.refresh(obj.at(theta))
     direction = torch.randn(obj.dim, dtype=F64)
     costs = []

@@ -46,6 +46,7 @@ from .predicted import predicted_step, theorem1_predictions
 Records = dict[str, dict[str, float]]
 
 PROCESSES = ("gd", "constrained", "predicted", "generalized", "flow", "diagnostics", "cost")
+PROJECTION_TRACKERS = ("constrained", "constrained_1", "constrained_2", "constrained_3")
 
 
 def _finite(*values: float) -> bool:
@@ -63,7 +64,7 @@ class Lockstep:
                 tr._history.append(warm.to(self.objective.theta0).reshape(-1, self.objective.dim)[: tr.k])
         c = self.config
         self.theta = self.objective.vector(theta0).clone()
-        proj = project(self.objective, self.theta, self.lr, self.trackers["constrained"], tol=c.proj_tol,
+        proj = project(self.objective, self.theta, self.lr, self._projection_trackers(), tol=c.proj_tol,
                        max_steps=c.proj_max_iter, min_steps=c.proj_min_iter, coupled=c.proj_coupled,
                        two_sided=True)   # θ†₀ on the boundary S = 2/η (see constrained.py)
         self.here, self.proj = proj.geometry, _proj_fields(proj)
@@ -79,14 +80,19 @@ class Lockstep:
         self.objective = objective.to(torch.float64)
         self.lr = float(lr)
         c = self.config
-        eig_kwargs = dict(tol=c.eig_tol, on_fail="warn", history=3)
-        self.trackers = {name: EigenTracker(1, **eig_kwargs) for name in ("gd", "constrained", "flow")}
+        eig_kwargs = dict(tol=c.eig_tol, on_fail="warn", history=2)
+        # one tracker per kind of point: GD, flow, and each linearized projection step k = 0..3 (see project())
+        names = ("gd", "flow") + PROJECTION_TRACKERS
+        self.trackers = {name: EigenTracker(1, **eig_kwargs) for name in names}
         self.trackers["diagnostics"] = EigenTracker(c.k_eigs, **eig_kwargs)
         self.t = 0
         self.flow = GradientFlow(self.objective, self.objective.theta0, self.lr, rtol=c.flow_rtol,
                                  atol=c.flow_atol) if c.flow else None
         self.prev_gd_sharpness = math.nan
         self.stop_reason: str | None = None
+
+    def _projection_trackers(self) -> list[EigenTracker]:
+        return [self.trackers[name] for name in PROJECTION_TRACKERS]
 
     @classmethod
     def from_state(cls, objective: Objective, lr: float, config: TrackConfig | None, state: dict) -> "Lockstep":
@@ -126,9 +132,13 @@ class Lockstep:
 
         # advance: GD, the constrained trajectory, then the predictions (they need u_{t+1})
         theta_next = self.theta - lr * gd_geom.grad
-        proj = constrained_step(obj, here, lr, self.trackers["constrained"], tol=c.proj_tol,
-                                max_steps=c.proj_max_iter, min_steps=c.proj_min_iter, coupled=c.proj_coupled)
+        proj = constrained_step(obj, here, lr, self._projection_trackers(), tol=c.proj_tol,
+                                max_steps=c.proj_max_iter, min_steps=c.proj_min_iter, coupled=c.proj_coupled,
+                                chord=c.proj_chord)
         u_next = proj.geometry.u
+        if float(u_next @ here.u) < 0:   # the θ† sequence keeps u_{t+1}·u_t > 0 across the per-step trackers
+            proj.geometry.eig.vectors.neg_()
+            proj.geometry.eig.images.neg_()
         nxt = {}
         for name, v, general in (("predicted", self.v, False), ("generalized", self.vg, True)):
             if general and not c.generalized:

@@ -3,9 +3,10 @@
 :class:`EigenTracker` keeps the last few eigenvectors of one trajectory and
 warm-starts each refresh from the subspace they span.  Along GD the top
 eigenvector drifts (~5e-4 per step on the digits MLP) and, once unstable,
-wobbles with period 2; the span of the last three eigenvectors contains the
-linear extrapolation of both, so Rayleigh–Ritz on it is already accurate to
-second order and LOBPCG has little left to do.
+wobbles with period 2; Rayleigh–Ritz on the span of the last two eigenvectors
+(the default ``history``; three measured no better, see benchmarks/RESULTS.md)
+contains the linear extrapolation of the drift and the wobble's two phases, so
+LOBPCG has little left to do.
 """
 
 from __future__ import annotations
@@ -45,11 +46,11 @@ class EigenTracker:
     eigenvalues are nearly degenerate), the tracker adds a guard vector to the
     block (``guard`` becomes 1): one more HVP per warm start and iteration, far
     fewer iterations.  After ``guard_off`` solves in a row that needed at most
-    one iteration, it drops the guard again (the hard stretch is over, or the
+    two iterations, it drops the guard again (the hard stretch is over, or the
     slow solve was only a poor first warm start).
     """
 
-    def __init__(self, k: int = 1, *, tol: float | None = None, history: int = 3, max_iter: int = 200,
+    def __init__(self, k: int = 1, *, tol: float | None = None, history: int = 2, max_iter: int = 200,
                  method: Literal["auto", "dense", "lobpcg", "eigsh"] = "auto",
                  on_fail: Literal["raise", "warn"] = "raise", seed: int = 0, guard: int = 0, guard_after: int = 6):
         self.k, self.tol, self.max_iter, self.method, self.on_fail, self.seed = k, tol, max_iter, method, on_fail, seed
@@ -78,7 +79,7 @@ class EigenTracker:
                                 tol=self.tol, max_iter=self.max_iter, method=self.method, on_fail=self.on_fail,
                                 seed=self.seed, previous=previous[: self.k] if previous is not None else None,
                                 guard=self.guard)
-        self._easy = self._easy + 1 if result.iterations <= 1 else 0
+        self._easy = self._easy + 1 if result.iterations <= 2 else 0
         if self.guard == 0 and result.iterations > self.guard_after:
             self.guard = 1
         elif self.guard and self._easy >= self.guard_off:
