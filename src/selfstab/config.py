@@ -246,7 +246,8 @@ def from_dict(cls: type, data: Mapping[str, Any], *, path: str = "") -> Any:
 
 
 def _resolve(cls: type, key: str) -> tuple[list[str], Any]:
-    """Dotted override key → (path parts, leaf annotation); ``lr`` alone finds ``train.lr``."""
+    """Dotted override key → (path parts, leaf annotation); ``lr`` alone finds ``train.lr``, and a section
+    with a ``name`` field stands for that field (``--model cnn`` is ``--model.name cnn``)."""
     parts = key.strip().replace("-", "_").split(".")
     if len(parts) == 1 and parts[0] not in {f.name for f in _fields(cls)}:
         found = [p for p in _leaf_paths(cls) if p.rsplit(".", 1)[-1] == parts[0]]
@@ -263,6 +264,8 @@ def _resolve(cls: type, key: str) -> tuple[list[str], Any]:
         tp = _hints(here)[part]
         here = _section_type(tp)
     if here is not None:
+        if "name" in {f.name for f in _fields(here)}:   # --model cnn means --model.name cnn
+            return parts + ["name"], _hints(here)["name"]
         raise ConfigError(f"config: {'.'.join(parts)} is a section; set its fields, e.g. --{'.'.join(parts)}.{_fields(here)[0].name}")
     return parts, tp
 

@@ -166,7 +166,7 @@ def test_bad_file_values_name_the_field(data, message):
         (["--quiet=maybe"], "config: quiet must be a bool"),
         (["--every", "1,x,3"], "config: train.every[1] must be an int, got 'x'"),
         (["--name", "mlp"], "'name' is ambiguous; use one of model.name, data.name"),
-        (["--model", "x"], "config: model is a section"),
+        (["--train", "x"], "config: train is a section"),
         (["--model.width.x=1"], "model.width is a value, not a section"),
         (["--lr"], "override --lr needs a value"),
         (["lr"], "cannot read override 'lr'"),
@@ -198,3 +198,8 @@ def test_diff_configs():
     # a config.toml read back (None omitted) equals the dataclass it came from
     assert diff_configs(tomllib.loads(to_toml(b)), b) == []
     assert diff_configs(a, b, ignore=["quiet", "data"]) == ["train.lr"]
+
+
+def test_a_section_with_a_name_stands_for_its_name():
+    cfg = load_config(RunConfig, None, ["--model", "cnn", "--data=digits"])
+    assert (cfg.model.name, cfg.data.name) == ("cnn", "digits")
