@@ -34,16 +34,24 @@ class GradientFlow:
     def time(self) -> float:
         return self.lr * self.step_index
 
-    def advance(self) -> int:
-        """Integrate from ``τ = η t`` to ``η (t+1)``; returns the gradient evaluations spent."""
+    def advance(self, grad0: Tensor | None = None) -> int:
+        """Integrate from ``τ = η t`` to ``η (t+1)``; returns the gradient evaluations spent.
+
+        ``grad0``: ``∇L`` at the current point if already known (the solver's first stage reuses it).
+        """
         obj = self.objective
         t0, t1 = self.time, self.lr * (self.step_index + 1)
+        y0 = self.theta.double().cpu().numpy()
+        first = None if grad0 is None else -grad0.double().cpu().numpy()
 
         def rhs(_, y):
+            nonlocal first
+            if first is not None and np.array_equal(y, y0):
+                out, first = first, None
+                return out
             g = obj.grad(torch.from_numpy(y).to(dtype=obj.dtype, device=obj.device))
             return -g.double().cpu().numpy()
 
-        y0 = self.theta.double().cpu().numpy()
         kwargs = {"first_step": min(self.first_step, t1 - t0)} if self.first_step else {}
         sol = solve_ivp(rhs, (t0, t1), y0, method=self.method, rtol=self.rtol, atol=self.atol, **kwargs)
         if sol.status != 0:

@@ -148,7 +148,7 @@ class Lockstep:
             rec[name] = {**f, "v_norm": float(v.norm()), **pred,
                          "dist_gd": float((self.theta - here.theta - v).norm())}
         if self.flow is not None:
-            rec["flow"]["nfev"] = self.flow.advance()
+            rec["flow"]["nfev"] = self.flow.advance(fl.grad)   # ∇L at the flow point is already known
         spent = Counter(obj.counts)
         spent.subtract(counts0)
         rec["cost"] = {"hvps": spent["hvp"], "grads": spent["grad"], "d3": spent["d3"] + spent["d4"],
