@@ -5,10 +5,8 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import h5py
-import numpy as np
 import pandas as pd
 import pytest
 

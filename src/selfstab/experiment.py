@@ -18,7 +18,6 @@ table, the only one that differs between a resumed and an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 import warnings
 from dataclasses import dataclass
@@ -26,11 +25,11 @@ from typing import Any
 
 import torch
 
-from .config import RunConfig, from_dict, to_dict
+from .config import RunConfig, from_dict
 from .errors import ConfigError
 from .problem import Objective
 from .problem.data import Dataset, load_dataset
-from .problem.models import MODELS, build_model, count_parameters
+from .problem.models import MODELS, build_model
 from .processes import Lockstep
 from .records import RunDir
 from .spectrum import EigenTracker, default_tol
@@ -281,6 +280,3 @@ def execute(run: RunDir, *, train_only: bool = False) -> RunDir:
         track_phase(cfg, run, edge, resume_state=state if state and state["phase"] == "track" else None)
     return run
 
-
-def config_dict(cfg: RunConfig) -> dict:
-    return to_dict(dataclasses.replace(cfg))

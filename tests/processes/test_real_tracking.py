@@ -8,7 +8,6 @@ several cycles; their results are in the README (``python -m pytest -m slow``).
 
 import warnings
 
-import numpy as np
 import pytest
 import torch
 

@@ -4,17 +4,15 @@
 iteration started from ``u``: for a symmetric tensor the operator norm is
 ``max_{‖w‖=1} |T(w, …, w)|`` (Banach), and the iteration ``w ← T(w, …, w)/‖·‖``
 climbs towards a maximizer; the largest ``|T(w, …, w)|`` seen is a lower
-bound of the true norm.  ``‖∇²L‖`` is taken as ``max(|λ_max|, |λ_min|)``
-with ``λ_min`` estimated by the same kind of iteration on ``S·I − H``…
-here simply as ``S``, which dominates at the edge (said in the field name's
-docs).
+bound of the true norm.  ``‖∇²L‖`` in the last ratio is taken as ``S``
+(``λ_max``), which dominates the spectrum at the edge; a very negative
+``λ_min`` would make the recorded ratio an over-estimate.
 """
 
 from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
 from .geometry import Geometry, perp

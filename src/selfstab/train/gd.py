@@ -23,7 +23,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DivergenceError
