@@ -39,10 +39,11 @@ def _one(cfg_dict: dict, train_only: bool, threads: int | None) -> tuple[str, st
 def sweep_configs(base: RunConfig, lrs: list[float], seeds: list[int], schedules: list[str]) -> list[RunConfig]:
     out = []
     for schedule in schedules:
-        for lr in lrs:
+        # η_t = 1/S(θ_t) does not depend on lr (it sets the first step too): one run per seed
+        for lr in (lrs if schedule == "constant" else lrs[:1]):
             for seed in seeds:
-                name = f"lr{lr:g}" + (f"-seed{seed}" if len(seeds) > 1 else "") + \
-                       ("-inverse_sharpness" if schedule == "inverse_sharpness" else "")
+                name = ("inverse_sharpness" if schedule == "inverse_sharpness" else f"lr{lr:g}") + \
+                       (f"-seed{seed}" if len(seeds) > 1 else "")
                 train = dataclasses.replace(base.train, lr=lr, schedule=schedule)
                 out.append(dataclasses.replace(base, seed=seed, train=train, out=str(Path(base.out) / name),
                                                quiet=True))
