@@ -483,12 +483,15 @@ class TrackConfig:
     proj_max_iter: int = 10  # most linearized projection steps per projection (the paper uses 3)
     proj_coupled: bool = True  # Newton step of the coupled 2×2 linearization (False: SPEC.md §3's formula as written)
     proj_chord: bool = True  # linearized steps reuse ∇S(θ†_t) (no third derivative per step); false: fresh ∇S at each φ
-    proj_min_iter: int = 0  # fewest linearized projection steps (3 with proj_max_iter 3 reproduces the paper)
-    eig_tol: float = 1e-7  # relative residual ‖Hu − λu‖/|λ| of every eigen-solve while tracking
+    proj_predict: bool = True  # first linearized step from S, u·∇L predicted at θ†−η∇L (no eigen-solve); false: the paper
+    proj_min_iter: int = 0  # fewest linearized projection steps (3, with proj_max_iter 3 and proj_predict false: the paper)
+    eig_tol: float = 1e-7  # relative residual ‖Hu − λu‖/|λ| of the eigen-solves along θ† (projection, predictions)
+    sharpness_tol: float = 1e-5  # same for GD's and the flow's recorded sharpness (eigenvalue error ≤ tol²·λ²/gap)
     flow: bool = True  # track gradient flow too
     power_iters: int = 8  # tensor power iterations for the ρ₃, ρ₄ estimates (Appendix E)
     flow_rtol: float = 1e-8  # relative tolerance of the gradient-flow ODE solver
     flow_atol: float = 1e-10  # absolute tolerance of the gradient-flow ODE solver
+    flow_method: Literal["RK23", "RK45"] = "RK23"  # scipy explicit Runge–Kutta solver for the flow (processes/flow.py)
     generalized: bool = True  # generalized predicted dynamics (Appendix F) instead of eq. (6)'s x-update
     even_part: bool = False  # with generalized: use the even part of F_t
     diagnostics_every: int = 25  # steps between Appendix E diagnostics (they cost tensor power iterations)
@@ -501,7 +504,7 @@ class TrackConfig:
         yield from _at_least(self, 1, "proj_max_iter", "diagnostics_every", "k_eigs", "checkpoint_every",
                              "power_iters")
         yield from _at_least(self, 0, "proj_min_iter")
-        yield from _positive(self, "proj_tol", "flow_rtol", "flow_atol", "stop_lambda2", "eig_tol")
+        yield from _positive(self, "proj_tol", "flow_rtol", "flow_atol", "stop_lambda2", "eig_tol", "sharpness_tol")
 
 
 @dataclass

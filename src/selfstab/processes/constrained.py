@@ -33,6 +33,23 @@ warns when the cap is hit above tolerance.
 The geometry computed to check the residuals at the final ``φ`` *is* the
 geometry at ``θ†_{t+1}``: the eigenpair and gradient there are reused by the
 next step, the predicted dynamics and the diagnostics.
+
+Cost (what a step of θ† spends, and why it is small):
+
+- **predictor** (``predict=True``, the default): the first linearized step from
+  ``φ₀ = θ†_t − η∇L_t`` needs ``S(φ₀)`` and ``u·∇L(φ₀)``; both follow to first
+  order from what is known at ``θ†_t`` — ``S(φ₀) ≈ S_t + ηα_t`` and
+  ``u·∇L(φ₀) ≈ (1 − ηS_t) u_t·∇L_t`` (``H_t u_t = S_t u_t``) — so that step
+  costs nothing, and the first eigen-solve is at ``φ₁``, already within
+  ``O(η²‖∇L‖²)`` of ``M``.  The residuals are still checked at every solved
+  point, so this changes where the iteration starts, not what it accepts.
+- **chord** ``∇S``: every linearized step uses ``∇S(θ†_t)``, no third
+  derivative per step (see :func:`project`).
+- **correctors warm-start from the previous point**: ``φ_{k+1}`` differs from
+  ``φ_k`` by a tiny Newton correction, so ``u(φ_k)`` alone is an excellent
+  start there (one HVP for the Rayleigh quotient, usually one more at most),
+  while the first solved point warm-starts from the same kind of point one GD
+  step earlier (its tracker's history).
 """
 
 from __future__ import annotations
@@ -42,6 +59,7 @@ from dataclasses import dataclass
 
 from typing import Sequence
 
+import torch
 from torch import Tensor
 
 from ..problem.objective import Objective
@@ -70,20 +88,15 @@ def projection_residuals(geom: Geometry, lr: float, two_sided: bool = False) -> 
     return res_s, res_g
 
 
-def linearized_projection_step(geom: Geometry, lr: float, coupled: bool = True, two_sided: bool = False,
-                                grad_sharpness: Tensor | None = None) -> Tensor:
-    """One linearized step towards ``M`` from ``geom.theta`` (the formula in the module docstring).
-
-    ``grad_sharpness``: a ``∇S`` to use instead of the one at ``geom`` (the chord method, see :func:`project`).
-    """
-    u = geom.u
-    gs = geom.grad_sharpness if grad_sharpness is None else grad_sharpness
-    gs_perp = gs - (u @ gs) * u
-    b = float(u @ geom.grad) / geom.sharpness
-    excess = geom.sharpness - 2.0 / lr
+def newton_step(theta: Tensor, u: Tensor, u_dot_grad: float, sharpness: float, grad_sharpness: Tensor, lr: float,
+                coupled: bool = True, two_sided: bool = False) -> Tensor:
+    """One linearized step towards ``M`` from ``theta`` given ``S``, ``u``, ``u·∇L`` and ``∇S`` there (module docstring)."""
+    gs_perp = grad_sharpness - (u @ grad_sharpness) * u
+    b = u_dot_grad / sharpness
+    excess = sharpness - 2.0 / lr
     if coupled:
-        excess -= b * float(gs @ u)
-    phi = geom.theta
+        excess -= b * float(grad_sharpness @ u)
+    phi = theta
     if excess > 0 or (two_sided and excess != 0):
         beta = float(gs_perp.pow(2).sum())
         if beta > 0:
@@ -91,10 +104,26 @@ def linearized_projection_step(geom: Geometry, lr: float, coupled: bool = True, 
     return phi - b * u
 
 
+def linearized_projection_step(geom: Geometry, lr: float, coupled: bool = True, two_sided: bool = False,
+                                grad_sharpness: Tensor | None = None) -> Tensor:
+    """One linearized step towards ``M`` from ``geom.theta`` (the formula in the module docstring).
+
+    ``grad_sharpness``: a ``∇S`` to use instead of the one at ``geom`` (the chord method, see :func:`project`).
+    """
+    gs = geom.grad_sharpness if grad_sharpness is None else grad_sharpness
+    return newton_step(geom.theta, geom.u, float(geom.u @ geom.grad), geom.sharpness, gs, lr, coupled, two_sided)
+
+
+def _corrector_start(eig) -> Tensor:
+    """The warm start of a corrector solve: the previous point's eigenvectors (and guard vectors, if any)."""
+    guard = eig.extra.get("guard")
+    return eig.vectors if guard is None or not guard.shape[0] else torch.cat([eig.vectors, guard])
+
+
 def project(objective: Objective, phi: Tensor, lr: float, tracker: EigenTracker | Sequence[EigenTracker], *,
             tol: float = 1e-9,
             max_steps: int = 10, min_steps: int = 0, coupled: bool = True, two_sided: bool = False,
-            geometry: Geometry | None = None, chord: Tensor | None = None) -> Projection:
+            geometry: Geometry | None = None, chord: Tensor | None = None, steps_taken: int = 0) -> Projection:
     """``proj_M(φ)`` by linearized steps until both residuals are ``≤ tol`` (or ``max_steps``).
 
     ``geometry``: the geometry at ``φ`` if already known.  ``min_steps``: take at
@@ -105,25 +134,26 @@ def project(objective: Objective, phi: Tensor, lr: float, tracker: EigenTracker 
     derivative, and since ``∇S`` moves by ``O(η‖∇L‖)`` between the two points the
     residuals still fall by orders of magnitude per step (measured: 2–3 steps to
     1e-9 on the default job, as with fresh ``∇S``).  Residuals are always those
-    of the true ``S`` and ``u·∇L`` at ``φ``.
+    of the true ``S`` and ``u·∇L`` at ``φ``.  ``steps_taken``: linearized steps
+    already taken to reach ``φ`` (the predictor's), counted in ``steps``.
 
-    ``tracker`` may be a sequence: the ``k``-th linearized point is solved by
-    ``tracker[min(k, len − 1)]``.  Each then warm-starts from the same kind of
-    point one GD step earlier (a smooth sequence in ``t``) instead of from the
-    alternation ``θ†_t → θ†_t − η∇L → …`` that a single history would see
-    (measured on the default job: 6–7 LOBPCG iterations per solve → 0–2).
+    ``tracker``: the eigen-solver of the first point (warm-started from its
+    history: the same kind of point one GD step earlier); a sequence gives the
+    corrector points their own solver (``tracker[1]``), each warm-started from
+    the eigenpair just found at the previous point (module docstring).
     """
     trackers = [tracker] if isinstance(tracker, EigenTracker) else list(tracker)
     geom = geometry or geometry_at(objective, phi, trackers[0])
-    steps = 0
+    steps = steps_taken
     while True:
         res_s, res_g = projection_residuals(geom, lr, two_sided)
         done = res_s <= tol and res_g <= tol and steps >= min_steps
         if done or steps >= max_steps:
             break
         steps += 1
-        geom = geometry_at(objective, linearized_projection_step(geom, lr, coupled, two_sided, chord),
-                           trackers[min(steps, len(trackers) - 1)])
+        point = objective.at(linearized_projection_step(geom, lr, coupled, two_sided, chord))
+        eig = trackers[-1].refresh(point, start=_corrector_start(geom.eig))
+        geom = Geometry(point.theta, point, eig)
     converged = res_s <= tol and res_g <= tol
     if not converged:
         warnings.warn(f"projection: residuals η·max(0, S−2/η) = {res_s:.2e}, |u·∇L|/‖∇L‖ = {res_g:.2e} still above "
@@ -133,13 +163,21 @@ def project(objective: Objective, phi: Tensor, lr: float, tracker: EigenTracker 
 
 
 def constrained_step(objective: Objective, geom: Geometry, lr: float, tracker: EigenTracker | Sequence[EigenTracker],
-                     **kwargs) -> Projection:
+                     *, chord: bool = False, predict: bool = False, coupled: bool = True, **kwargs) -> Projection:
     """``θ†_{t+1} = proj_M(θ†_t − η∇L(θ†_t))`` from the geometry at ``θ†_t``.
 
     ``chord=True``: the projection's linearized steps use ``∇S(θ†_t)`` (already
     computed for the predicted step) instead of a third derivative at each ``φ``.
+    ``predict=True``: the first linearized step uses ``S`` and ``u·∇L`` at
+    ``θ†_t − η∇L_t`` predicted to first order from ``θ†_t`` (module docstring)
+    instead of an eigen-solve there.
     """
-    chord = kwargs.pop("chord", False)
-    return project(objective, geom.theta - lr * geom.grad, lr, tracker,
-                   chord=geom.grad_sharpness if chord else None, **kwargs)
-
+    phi = geom.theta - lr * geom.grad
+    taken = 0
+    if predict:
+        s_pred = geom.sharpness + lr * geom.alpha                          # S_t − η ∇S_t·∇L_t
+        ug_pred = (1 - lr * geom.sharpness) * float(geom.u @ geom.grad)   # u_t·(∇L_t − η H_t ∇L_t)
+        phi = newton_step(phi, geom.u, ug_pred, s_pred, geom.grad_sharpness, lr, coupled)
+        taken = 1
+    return project(objective, phi, lr, tracker, chord=geom.grad_sharpness if chord else None, coupled=coupled,
+                   steps_taken=taken, **kwargs)

@@ -1,75 +1,121 @@
 """Gradient flow from ``θ₀`` (SPEC.md §3, item 3): ``dθ/dτ = −∇L(θ)``, with ``τ = η t``.
 
-Integrated by scipy's adaptive ``solve_ivp`` (explicit RK45 by default:
-the flow is stiff-ish — ``S`` grows past ``2/η`` — but the stability limit of
-RK45, ``h·S ≲ 3.3``, still allows about one step per GD step, while an
-implicit method would need the dense Hessian).  Each GD step ``t → t+1`` is
-one call over ``[η t, η (t+1)]``, continued with the last accepted step size,
-so the flow is sampled exactly at the GD times and its cost (gradient
-evaluations, ``nfev``) is known per step.
+Integrated by one of scipy's adaptive explicit Runge–Kutta solvers (``RK23``
+or ``RK45``), kept alive across GD steps and stepped at its own
+pace: the flow is sampled at the GD times ``τ = η t`` from the solver's dense
+output (the interpolant of the step that covers ``η t``), not by stopping the
+integration at every ``η t``.  This matters for cost.  At the edge the flow is
+stiff: its sharpness is ``≈ 2/η`` and grows, so every explicit method is held
+to ``h·S ≲ 2.5`` (RK23) or ``≈ 3.3`` (RK45) by stability, i.e. one solver step
+per one or two GD steps whatever the tolerance.  Forcing a step boundary at
+each ``η t`` (what ``solve_ivp`` over ``[η t, η(t+1)]`` does) cut every step
+short and cost 13 gradients per GD step at ``rtol = 1e-8`` on the default job;
+sampling the dense output costs 2.5 (RK23) to 4 (RK45) at the same measured
+accuracy (benchmarks/RESULTS.md).  An implicit method would need the dense
+Hessian (or Krylov linear solves), which is not worth it for a reference curve.
+
+The number of gradient evaluations the solver spent while reaching each
+sample (``nfev``, zero when the sample lies inside a step already taken) is
+recorded per GD step.  The solver's state (its current step, step size and
+dense-output stages) is part of :meth:`state_dict`, so a resumed run
+continues the same integration bit for bit.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
-from scipy.integrate import solve_ivp
+from scipy.integrate import RK23, RK45
 from torch import Tensor
 
-from ..errors import ConvergenceError, DivergenceError
+from ..errors import ConfigError, ConvergenceError, DivergenceError
 from ..problem.objective import Objective
+
+SOLVERS = {"RK23": RK23, "RK45": RK45}
+# what a scipy Runge–Kutta solver needs to continue (and to interpolate its last step) after a restore
+_SOLVER_STATE = ("t", "y", "f", "h_abs", "h_previous", "t_old", "y_old", "K")
 
 
 class GradientFlow:
-    """The flow's state ``θ(τ)`` and its integrator settings."""
+    """The flow's samples ``θ(η t)`` and the Runge–Kutta solver that produces them."""
 
     def __init__(self, objective: Objective, theta0: Tensor, lr: float, *, rtol: float = 1e-8, atol: float = 1e-10,
-                 method: str = "RK45"):
+                 method: Literal["RK23", "RK45"] = "RK45"):
+        if method not in SOLVERS:
+            raise ConfigError(f"track.flow_method: unknown ODE solver {method!r}; use one of {', '.join(SOLVERS)} "
+                              f"(explicit Runge–Kutta: implicit ones would need the dense Hessian)")
         self.objective, self.lr, self.rtol, self.atol, self.method = objective, lr, rtol, atol, method
         self.theta = objective.vector(theta0).clone()
         self.step_index = 0
-        self.first_step: float | None = None
+        self._solver = None
+        self._f0: np.ndarray | None = None   # −∇L at the solver's start, when already known
+        self.evaluations = 0                  # gradients the solver has computed (its own nfev counts reuses too)
 
     @property
     def time(self) -> float:
         return self.lr * self.step_index
 
-    def advance(self, grad0: Tensor | None = None) -> int:
-        """Integrate from ``τ = η t`` to ``η (t+1)``; returns the gradient evaluations spent.
-
-        ``grad0``: ``∇L`` at the current point if already known (the solver's first stage reuses it).
-        """
+    def _rhs(self, _t: float, y: np.ndarray) -> np.ndarray:
+        if self._f0 is not None:   # the solver's first evaluation, at a point whose gradient is known
+            out, self._f0 = self._f0, None
+            return out
         obj = self.objective
-        t0, t1 = self.time, self.lr * (self.step_index + 1)
-        y0 = self.theta.double().cpu().numpy()
-        first = None if grad0 is None else -grad0.double().cpu().numpy()
+        g = obj.grad(torch.from_numpy(y).to(dtype=obj.dtype, device=obj.device))
+        self.evaluations += 1
+        return -g.double().cpu().numpy()
 
-        def rhs(_, y):
-            nonlocal first
-            if first is not None and np.array_equal(y, y0):
-                out, first = first, None
-                return out
-            g = obj.grad(torch.from_numpy(y).to(dtype=obj.dtype, device=obj.device))
-            return -g.double().cpu().numpy()
+    def _new_solver(self, y0: np.ndarray, f0: np.ndarray | None, first_step: float | None = None):
+        self._f0 = f0
+        solver = SOLVERS[self.method](self._rhs, self.time, y0, np.inf, rtol=self.rtol, atol=self.atol,
+                                      first_step=first_step)
+        self._f0 = None
+        return solver
 
-        kwargs = {"first_step": min(self.first_step, t1 - t0)} if self.first_step else {}
-        sol = solve_ivp(rhs, (t0, t1), y0, method=self.method, rtol=self.rtol, atol=self.atol, **kwargs)
-        if sol.status != 0:
-            raise ConvergenceError(f"flow: the ODE solver failed between τ = {t0:g} and {t1:g}: {sol.message}; "
-                                   f"loosen track.flow_rtol/flow_atol")
-        y1 = sol.y[:, -1]
-        if not np.isfinite(y1).all():
-            raise DivergenceError(f"flow: gradient flow left the finite numbers at τ = {t1:g}", step=self.step_index)
-        if sol.t.size >= 2:
-            self.first_step = float(sol.t[-1] - sol.t[-2]) if sol.t.size > 2 else float(t1 - t0)
-        self.theta = torch.from_numpy(y1.copy()).to(dtype=obj.dtype, device=obj.device)
+    def advance(self, grad0: Tensor | None = None) -> int:
+        """Move the sample from ``τ = η t`` to ``η (t+1)``; returns the gradient evaluations spent.
+
+        ``grad0``: ``∇L`` at the current sample if already known; used when the
+        solver starts (the first step), where it saves one evaluation.
+        """
+        evaluations0 = self.evaluations
+        if self._solver is None:
+            y0 = self.theta.double().cpu().numpy()
+            self._solver = self._new_solver(y0, None if grad0 is None else -grad0.double().cpu().numpy())
+        solver, target = self._solver, self.lr * (self.step_index + 1)
+        while solver.t < target:
+            message = solver.step()
+            if solver.status == "failed":
+                raise ConvergenceError(f"flow: the ODE solver failed at τ = {solver.t:g} (sampling τ = {target:g}): "
+                                       f"{message}; loosen track.flow_rtol/flow_atol")
+            if not np.isfinite(solver.y).all():
+                raise DivergenceError(f"flow: gradient flow left the finite numbers at τ ≈ {solver.t:g}",
+                                      step=self.step_index)
+        y1 = solver.y if solver.t == target else solver.dense_output()(target)
+        obj = self.objective
+        self.theta = torch.from_numpy(np.array(y1, dtype=np.float64)).to(dtype=obj.dtype, device=obj.device)
         self.step_index += 1
-        return int(sol.nfev)
+        return self.evaluations - evaluations0
 
     def state_dict(self) -> dict:
-        return {"theta": self.theta.cpu(), "step_index": self.step_index, "first_step": self.first_step}
+        solver = None
+        if self._solver is not None:
+            solver = {k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v)
+                      for k, v in ((k, getattr(self._solver, k)) for k in _SOLVER_STATE)}
+        return {"theta": self.theta.cpu(), "step_index": self.step_index, "method": self.method, "solver": solver,
+                "evaluations": self.evaluations}
 
     def load_state_dict(self, state: dict) -> None:
         self.theta = state["theta"].to(dtype=self.objective.dtype, device=self.objective.device)
         self.step_index = int(state["step_index"])
-        self.first_step = state["first_step"]
+        self.evaluations = int(state.get("evaluations", 0))
+        saved = state.get("solver")
+        if saved is None or state.get("method", self.method) != self.method:
+            self._solver = None   # (a different method: restart the integration from the sample)
+            return
+        # a solver at the saved point, built without evaluating anything, then given the saved step
+        solver = self._new_solver(np.array(saved["y"]), np.array(saved["f"]), first_step=float(saved["h_abs"]))
+        for k in _SOLVER_STATE:
+            setattr(solver, k, saved[k])
+        self._solver = solver

@@ -46,7 +46,7 @@ from .predicted import predicted_step, theorem1_predictions
 Records = dict[str, dict[str, float]]
 
 PROCESSES = ("gd", "constrained", "predicted", "generalized", "flow", "diagnostics", "cost")
-PROJECTION_TRACKERS = ("constrained", "constrained_1", "constrained_2", "constrained_3")
+PROJECTION_TRACKERS = ("constrained", "constrained_corrector")
 
 
 def _finite(*values: float) -> bool:
@@ -80,16 +80,20 @@ class Lockstep:
         self.objective = objective.to(torch.float64)
         self.lr = float(lr)
         c = self.config
-        eig_kwargs = dict(tol=c.eig_tol, on_fail="warn", history=2)
-        # one tracker per kind of point: GD, flow, and each linearized projection step k = 0..3 (see project())
-        names = ("gd", "flow") + PROJECTION_TRACKERS
-        self.trackers = {name: EigenTracker(1, **eig_kwargs) for name in names}
-        self.trackers["diagnostics"] = EigenTracker(c.k_eigs, **eig_kwargs)
+        eig_kwargs = dict(tol=c.eig_tol, on_fail="warn", history=4, min_history=2)   # adaptive depth: EigenTracker
+        # one tracker per kind of point: GD, flow, θ†'s first solved point and its corrector points (project()).
+        # GD's and the flow's eigenpairs are only recorded (their sharpness), so they are solved to
+        # sharpness_tol; θ†'s feed the projection and the predicted dynamics, so they are solved to eig_tol.
+        self.trackers = {name: EigenTracker(1, **{**eig_kwargs, "tol": c.sharpness_tol}) for name in ("gd", "flow")}
+        self.trackers.update({name: EigenTracker(1, **eig_kwargs) for name in PROJECTION_TRACKERS})
+        # the top-k eigenvalues every diagnostics_every steps: records and the λ₂ stop rule, so sharpness_tol
+        self.trackers["diagnostics"] = EigenTracker(c.k_eigs, **{**eig_kwargs, "tol": c.sharpness_tol})
         self.t = 0
         self.flow = GradientFlow(self.objective, self.objective.theta0, self.lr, rtol=c.flow_rtol,
-                                 atol=c.flow_atol) if c.flow else None
+                                 atol=c.flow_atol, method=c.flow_method) if c.flow else None
         self.prev_gd_sharpness = math.nan
         self.stop_reason: str | None = None
+        self.power_starts: dict[str, Tensor] = {}   # the diagnostics' tensor power iterations continue from here
 
     def _projection_trackers(self) -> list[EigenTracker]:
         return [self.trackers[name] for name in PROJECTION_TRACKERS]
@@ -134,9 +138,9 @@ class Lockstep:
         theta_next = self.theta - lr * gd_geom.grad
         proj = constrained_step(obj, here, lr, self._projection_trackers(), tol=c.proj_tol,
                                 max_steps=c.proj_max_iter, min_steps=c.proj_min_iter, coupled=c.proj_coupled,
-                                chord=c.proj_chord)
+                                chord=c.proj_chord, predict=c.proj_predict)
         u_next = proj.geometry.u
-        if float(u_next @ here.u) < 0:   # the θ† sequence keeps u_{t+1}·u_t > 0 across the per-step trackers
+        if float(u_next @ here.u) < 0:   # the θ† sequence keeps u_{t+1}·u_t > 0 whichever solver found u_{t+1}
             proj.geometry.eig.vectors.neg_()
             proj.geometry.eig.images.neg_()
         nxt = {}
@@ -164,8 +168,9 @@ class Lockstep:
 
     def _diagnostics(self) -> dict:
         here = self.here
-        eig = self.trackers["diagnostics"].refresh(here.point)
-        out = diagnostics(here, self.v, self.lr, power_iters=self.config.power_iters)
+        # its history is diagnostics_every steps old: u(θ†_t), known exactly, joins the warm subspace
+        eig = self.trackers["diagnostics"].refresh(here.point, extra=here.u)
+        out = diagnostics(here, self.v, self.lr, power_iters=self.config.power_iters, starts=self.power_starts)
         out["lambda2"] = float(eig.values[1]) if eig.values.numel() > 1 else math.nan
         for i, val in enumerate(eig.values.tolist()):
             out[f"eig_{i}"] = val
@@ -190,6 +195,7 @@ class Lockstep:
                 "trackers": {k: tr.state_dict() for k, tr in self.trackers.items()},
                 "flow": None if self.flow is None else self.flow.state_dict(),
                 "prev_gd_sharpness": self.prev_gd_sharpness, "stop_reason": self.stop_reason,
+                "power_starts": {k: w.cpu() for k, w in self.power_starts.items()},
                 "counts": dict(self.objective.counts)}
 
     def load_state_dict(self, state: dict) -> None:
@@ -205,6 +211,7 @@ class Lockstep:
             self.flow.load_state_dict(state["flow"])
         self.prev_gd_sharpness = float(state["prev_gd_sharpness"])
         self.stop_reason = state["stop_reason"]
+        self.power_starts = {k: w.to(obj.theta0) for k, w in state.get("power_starts", {}).items()}
         obj.counts.clear()
         obj.counts.update(state["counts"])
 

@@ -209,8 +209,12 @@ def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int =
         S = torch.cat([X, P, W])
         AS = torch.cat([AX, AP, AW])
     converged = bool((res[:want] <= tol).all())
+    # the next Ritz value below the wanted ones over the k-th: how well separated the wanted block is
+    # (a lower bound on λ_{k+1}/λ_k from the last subspace; NaN when the subspace held no other direction)
+    ritz = w[order]
+    gap_ratio = float(ritz[want] / ritz[want - 1]) if ritz.numel() > want and float(ritz[want - 1]) > 0 else float("nan")
     return Eigenpairs(values[:want], X[:want], AX[:want], res[:want], hvps, it, converged, "lobpcg",
-                      {"start_residual": first_residual, "guard": X[want:]})
+                      {"start_residual": first_residual, "guard": X[want:], "gap_ratio": gap_ratio})
 
 
 def top_eigenpairs(matvec: MatVec, d: int, k: int = 1, *, dtype: torch.dtype = torch.float64,

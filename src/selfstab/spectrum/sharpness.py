@@ -42,21 +42,38 @@ class EigenTracker:
     previous result (``u_t·u_{t−1} > 0``).  :attr:`hvps` and :attr:`calls`
     tally the cost.
 
-    When a solve needs more than ``guard_after`` LOBPCG iterations (the top
-    eigenvalues are nearly degenerate), the tracker adds a guard vector to the
-    block (``guard`` becomes 1): one more HVP per warm start and iteration, far
-    fewer iterations.  After ``guard_off`` solves in a row that needed at most
-    two iterations, it drops the guard again (the hard stretch is over, or the
-    slow solve was only a poor first warm start).
+    When a solve needs more than ``guard_after`` LOBPCG iterations *and* the
+    top eigenvalues are nearly degenerate (the next Ritz value above
+    ``guard_gap`` of the k-th), the tracker adds a guard vector to the block
+    (``guard`` becomes 1): one more HVP per warm start and iteration, far fewer
+    iterations.  After ``guard_off`` solves in a row that needed at most two
+    iterations, it drops the guard again (the hard stretch is over, or the
+    slow solve was only a poor first warm start).  Slow solves with a clear
+    gap come from a poor warm start instead, which a guard does not help
+    (measured: at λ₂/λ₁ = 0.95 along GD late in a cycle a guard costs more
+    HVPs than it saves; at 0.99, the 10-class cluster, it saves many).
+
+    ``min_history`` (< ``history``) makes the depth of the warm subspace
+    adaptive: it starts at ``min_history`` blocks, grows by one (up to
+    ``history``) after a solve that needed more than two LOBPCG iterations,
+    and shrinks by one after ``guard_off`` solves in a row that needed at most one.
+    Along GD far into a self-stabilization cycle the period-2 wobble of ``u``
+    is large and not linear in the last two vectors: four blocks then cost 4
+    HVPs for the Rayleigh–Ritz step but save 5–7 iterations (measured on the
+    default job, benchmarks/RESULTS.md), while near the edge two suffice.
     """
 
     def __init__(self, k: int = 1, *, tol: float | None = None, history: int = 2, max_iter: int = 200,
                  method: Literal["auto", "dense", "lobpcg", "eigsh"] = "auto",
-                 on_fail: Literal["raise", "warn"] = "raise", seed: int = 0, guard: int = 0, guard_after: int = 6):
+                 on_fail: Literal["raise", "warn"] = "raise", seed: int = 0, guard: int = 0, guard_after: int = 6,
+                 guard_gap: float = 0.97, min_history: int | None = None):
         self.k, self.tol, self.max_iter, self.method, self.on_fail, self.seed = k, tol, max_iter, method, on_fail, seed
-        self.guard, self.guard_after, self.guard_off = guard, guard_after, 10
+        self.guard, self.guard_after, self.guard_off, self.guard_gap = guard, guard_after, 10, guard_gap
         self._easy = 0
         self._history: deque[Tensor] = deque(maxlen=max(1, history))
+        self.min_history = None if min_history is None else max(1, min(min_history, history))
+        self.depth = self._history.maxlen if self.min_history is None else self.min_history
+        self._idle = 0
         self.last: Eigenpairs | None = None
         self.hvps = 0
         self.calls = 0
@@ -64,26 +81,39 @@ class EigenTracker:
     def warm_subspace(self) -> Tensor | None:
         if not self._history:
             return None
-        return torch.cat(list(self._history))
+        return torch.cat(list(self._history)[: self.depth])
 
-    def refresh(self, point: Point, extra: Tensor | None = None) -> Eigenpairs:
-        """Top eigenpairs at ``point``; ``extra`` (m, d) optionally adds directions to the warm subspace."""
+    def refresh(self, point: Point, extra: Tensor | None = None, start: Tensor | None = None) -> Eigenpairs:
+        """Top eigenpairs at ``point``; ``extra`` (m, d) optionally adds directions to the warm subspace.
+
+        ``start`` (m, d), m ≥ k: warm-start from this block instead of the
+        history (e.g. the eigenvectors just found at a point very close to
+        ``point``); its first ``k`` rows also fix the signs.  The result joins the
+        history as usual.
+        """
         obj = point.objective
-        warm = self.warm_subspace()
+        warm = self.warm_subspace() if start is None else start.reshape(-1, obj.dim)
         if warm is not None:
             warm = warm.to(dtype=obj.dtype, device=obj.device)
             if extra is not None:
                 warm = torch.cat([warm, extra.reshape(-1, obj.dim).to(warm)])
-        previous = self._history[0] if self._history else None
+        previous = (self._history[0] if self._history else None) if start is None else warm
         result = top_eigenpairs(point.hvp, obj.dim, self.k, dtype=obj.dtype, device=obj.device, warm=warm,
                                 tol=self.tol, max_iter=self.max_iter, method=self.method, on_fail=self.on_fail,
                                 seed=self.seed, previous=previous[: self.k] if previous is not None else None,
                                 guard=self.guard)
         self._easy = self._easy + 1 if result.iterations <= 2 else 0
-        if self.guard == 0 and result.iterations > self.guard_after:
+        gap = result.extra.get("gap_ratio", float("nan"))
+        if self.guard == 0 and result.iterations > self.guard_after and not gap < self.guard_gap:
             self.guard = 1
         elif self.guard and self._easy >= self.guard_off:
             self.guard, self._easy = 0, 0
+        if self.min_history is not None and start is None:
+            self._idle = self._idle + 1 if result.iterations <= 1 else 0
+            if result.iterations > 2:   # one more block costs one HVP; worth it when it saves several
+                self.depth = min(self.depth + 1, self._history.maxlen)
+            elif self._idle >= self.guard_off and self.depth > self.min_history:
+                self.depth, self._idle = self.depth - 1, 0
         block = result.vectors
         if result.extra.get("guard") is not None and result.extra["guard"].shape[0]:
             block = torch.cat([block, result.extra["guard"]])
@@ -99,7 +129,7 @@ class EigenTracker:
 
     def state_dict(self) -> dict:
         return {"history": [h.cpu() for h in self._history], "hvps": self.hvps, "calls": self.calls,
-                "guard": self.guard, "easy": self._easy}
+                "guard": self.guard, "easy": self._easy, "depth": self.depth, "idle": self._idle}
 
     def load_state_dict(self, state: dict, device: torch.device | str | None = None) -> None:
         self._history.clear()
@@ -107,3 +137,4 @@ class EigenTracker:
             self._history.append(h.to(device) if device is not None else h)
         self.hvps, self.calls = int(state["hvps"]), int(state["calls"])
         self.guard, self._easy = int(state.get("guard", 0)), int(state.get("easy", 0))
+        self.depth, self._idle = int(state.get("depth", self.depth)), int(state.get("idle", 0))
