@@ -121,38 +121,43 @@ def default_job(dtype: str = "float64") -> Problem:
 # ----------------------------------------------------------------------------- the edge of the default job
 
 def default_edge(log: Callable[[str], None] = print) -> dict:
-    """θ₀ of the default job (float64, η = 0.2) and its eigenvectors; cached in ``benchmarks/.cache/``.
+    """θ₀ of the default job as ``selfstab run`` finds it (GD in ``train.dtype`` — float32 — to the edge at
+    η = 0.2), its eigenvectors, and the float64 problem; cached in ``benchmarks/.cache/``.
 
-    The cache key hashes the initial parameters and the data, so a change of
-    model or data set recomputes it.
+    The cache key hashes the initial parameters, the data and the training settings, so a change of model,
+    data set or training precision recomputes it.
     """
     from selfstab.config import RunConfig
     from selfstab.spectrum import EigenTracker
+    from selfstab.spectrum.eigen import default_tol
     from selfstab.train import gd_to_edge
+    cfg = RunConfig()
     pb = default_job("float64")
-    obj = pb.objective
+    train_obj = default_job(cfg.train.dtype).objective
     h = hashlib.sha256()
-    for t in (obj.theta0, pb.inputs.double(), pb.targets.double()):
+    for t in (pb.objective.theta0, pb.inputs.double(), pb.targets.double()):
         h.update(t.detach().cpu().numpy().tobytes())
-    h.update(repr(DEFAULT_LR).encode())
+    h.update(repr((DEFAULT_LR, cfg.train.dtype, cfg.train.eig_tol, cfg.train.every)).encode())
     key = h.hexdigest()[:16]
     path = CACHE / f"edge_default_{key}.pt"
     if path.exists():
         state = torch.load(path)
         log(f"edge: cached θ₀ from {path.relative_to(HERE.parent)} (step {state['step']})")
         return {**state, "problem": pb, "cached": True}
-    cfg = RunConfig()
-    log("edge: running GD from initialization to the edge (default job, η = 0.2, float64); cached afterwards ...")
+    log(f"edge: running GD from initialization to the edge (default job, η = 0.2, {cfg.train.dtype}); "
+        "cached afterwards ...")
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        edge = gd_to_edge(obj, DEFAULT_LR, max_steps=cfg.train.max_steps, every=cfg.train.every,
-                          tracker=EigenTracker(1, tol=cfg.train.eig_tol, on_fail="warn"))
+        tracker = EigenTracker(1, tol=max(cfg.train.eig_tol, default_tol(train_obj.dtype)), on_fail="warn")
+        edge = gd_to_edge(train_obj, DEFAULT_LR, max_steps=cfg.train.max_steps, every=cfg.train.every,
+                          tracker=tracker)
     seconds = time.perf_counter() - t
     if not edge.reached:
         raise RuntimeError("the default job did not reach the edge of stability")
-    state = {"theta0": edge.theta0.detach().cpu(), "warm": edge.eig.vectors.detach().cpu(), "step": edge.step,
-             "sharpness": edge.sharpness, "seconds": seconds, "key": key}
+    state = {"theta0": edge.theta0.detach().double().cpu(), "warm": edge.eig.vectors.detach().double().cpu(),
+             "step": edge.step, "sharpness": edge.sharpness, "seconds": seconds, "key": key,
+             "dtype": cfg.train.dtype}
     CACHE.mkdir(exist_ok=True)
     torch.save(state, path)
     log(f"edge: reached at step {edge.step} (midpoint S = {edge.sharpness:.6g}) in {seconds:.1f} s")

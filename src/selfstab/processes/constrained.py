@@ -152,7 +152,13 @@ def project(objective: Objective, phi: Tensor, lr: float, tracker: EigenTracker 
             break
         steps += 1
         point = objective.at(linearized_projection_step(geom, lr, coupled, two_sided, chord))
-        eig = trackers[-1].refresh(point, start=_corrector_start(geom.eig))
+        corrector = trackers[-1]
+        start = _corrector_start(geom.eig)
+        if corrector.last is not None and corrector.last.iterations > 2:
+            # hard going (nearly degenerate top eigenvalues, slow convergence): add the corrector's own recent
+            # results, which span the directions the previous solves were still resolving
+            start = torch.cat([start, corrector.warm_subspace().to(start)])
+        eig = corrector.refresh(point, start=start)
         geom = Geometry(point.theta, point, eig)
     converged = res_s <= tol and res_g <= tol
     if not converged:
