@@ -451,10 +451,10 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """Full-batch GD from initialization to the edge of stability (SPEC.md §2)."""
+    """Full-batch GD from initialization to the edge of stability (docs/theory.md §3)."""
 
     lr: float = 0.2  # η, the learning rate; the edge of stability is S = 2/η
-    dtype: Literal["float32", "float64"] = "float32"  # dtype before θ₀ (SPEC §2); from θ₀ on all is float64
+    dtype: Literal["float32", "float64"] = "float32"  # dtype before θ₀ (docs/theory.md §3); from θ₀ on all is float64
     max_steps: int = 20000  # give up when S has not reached 2/η after this many steps
     chunk_size: Optional[int] = None  # examples per chunk of the full-batch sums; None: all at once
     schedule: Literal["constant", "inverse_sharpness"] = "constant"  # η_t = lr, or η_t = 1/S(θ_t) (Figure 6)
@@ -476,12 +476,12 @@ class TrainConfig:
 
 @dataclass
 class TrackConfig:
-    """The processes tracked in lockstep from θ₀ (SPEC.md §3–4)."""
+    """The processes tracked in lockstep from θ₀ (docs/theory.md §4–§7)."""
 
     steps: int = 800  # GD steps to track from θ₀ (time t restarts at 0 there); the default job shows two cycles
     proj_tol: float = 1e-9  # stop projecting onto M when η|S − 2/η| and |u·∇L|/‖∇L‖ are below this
     proj_max_iter: int = 10  # most linearized projection steps per projection (the paper uses 3)
-    proj_coupled: bool = True  # Newton step of the coupled 2×2 linearization (False: SPEC.md §3's formula as written)
+    proj_coupled: bool = True  # Newton step of the coupled 2×2 linearization (False: the decoupled step, docs/theory.md §4)
     proj_chord: bool = True  # linearized steps reuse ∇S(θ†_t) (no third derivative per step); false: fresh ∇S at each φ
     proj_predict: bool = True  # first linearized step from S, u·∇L predicted at θ†−η∇L (no eigen-solve); false: the paper
     proj_min_iter: int = 0  # fewest linearized projection steps (3, with proj_max_iter 3 and proj_predict false: the paper)
@@ -518,7 +518,7 @@ class RunConfig:
     tensorboard: bool = False  # also log every record to RUN/tensorboard (needs the tensorboard package)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    loss: Literal["mse", "half_mse", "ce", "logistic"] = "mse"  # SPEC.md §1; mse has no ½
+    loss: Literal["mse", "half_mse", "ce", "logistic"] = "mse"  # docs/theory.md §1; mse has no ½
     train: TrainConfig = field(default_factory=TrainConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
 

@@ -1,4 +1,4 @@
-"""Loss conventions of SPEC.md section 1.
+"""Loss conventions (docs/theory.md §1).
 
 Each loss is a function ``(outputs, targets) -> per-example losses`` (shape
 ``(n,)``), so that a chunked objective can sum per-chunk contributions and

@@ -1,4 +1,4 @@
-"""The exact full-batch objective ``L(θ)`` on a flat parameter vector (SPEC.md §1).
+"""The exact full-batch objective ``L(θ)`` on a flat parameter vector (docs/theory.md §1).
 
 Everything downstream (spectrum, gradient descent, the tracked processes) sees
 only an :class:`Objective`: ``loss``, ``grad``, ``hvp`` and ``d3`` of a flat

@@ -1,4 +1,4 @@
-"""The constrained trajectory ``θ†`` — projected GD on the stable set ``M`` (SPEC.md §3, item 2).
+"""The constrained trajectory ``θ†`` — projected GD on the stable set ``M`` (docs/theory.md §4; the paper's eq. (2)).
 
 ``M = {θ : S(θ) ≤ 2/η and ∇L(θ)·u(θ) = 0}``; ``θ†_{t+1} = proj_M(θ†_t − η∇L(θ†_t))``.
 ``proj_M`` is repeated *linearized* projection steps at the current ``φ``:
@@ -17,7 +17,7 @@ vanishes at convergence (``u·∇L = 0``), so both forms find points of ``M``;
 without it the first step from ``θ₀`` (where ``x₀ = u·v₀`` is not small)
 mistakes the ``x₀``-part of the sharpness for excess, and on the toy model
 of Appendix B ``θ†₀`` lands ``O(x₀²)`` off ``x = y = 0``.  ``coupled=False`` is
-the formula of SPEC.md §3 as written.
+the decoupled step ``a = max(0, S − 2/η)/β`` (docs/theory.md §4).
 
 ``two_sided=True`` projects onto the boundary ``{S = 2/η, u·∇L = 0}`` instead
 (``S − 2/η`` without the ``max(0, ·)``, residual ``η|S − 2/η|``).  It is used

@@ -1,4 +1,4 @@
-"""Appendix E diagnostics along ``θ†`` (SPEC.md §4).
+"""Appendix E diagnostics along ``θ†`` (docs/theory.md §7).
 
 ``ρ₃ = ‖∇³L‖_op`` and ``ρ₄ = ‖∇⁴L‖_op`` are *estimates* by tensor power
 iteration started from ``u``: for a symmetric tensor the operator norm is

@@ -1,4 +1,4 @@
-"""Gradient flow from ``θ₀`` (SPEC.md §3, item 3): ``dθ/dτ = −∇L(θ)``, with ``τ = η t``.
+"""Gradient flow from ``θ₀`` (docs/theory.md §5): ``dθ/dτ = −∇L(θ)``, with ``τ = η t``.
 
 Integrated by one of scipy's adaptive explicit Runge–Kutta solvers (``RK23``
 or ``RK45``), kept alive across GD steps and stepped at its own

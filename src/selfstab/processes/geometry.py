@@ -1,4 +1,4 @@
-"""The quantities of SPEC.md §1 at one point: ``S, u, ∇L, ∇S, ∇S⊥, α, β, δ``.
+"""The quantities of docs/theory.md §2 at one point: ``S, u, ∇L, ∇S, ∇S⊥, α, β, δ``.
 
 A :class:`Geometry` is computed once per point and shared by everyone who
 needs it (the projection, the predicted step, the diagnostics): the

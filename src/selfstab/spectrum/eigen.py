@@ -1,4 +1,4 @@
-"""Top eigenpairs of ``∇²L(θ)`` from Hessian-vector products (SPEC.md §1–2).
+"""Top eigenpairs of ``∇²L(θ)`` from Hessian-vector products (docs/theory.md §2).
 
 Three paths, one result type (:class:`Eigenpairs`):
 
@@ -158,7 +158,7 @@ def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int =
     in float64 whatever the vectors' dtype.  ``guard`` extra vectors are
     iterated but not required to converge: LOBPCG's rate for the ``k``-th pair
     then depends on the gap to ``λ_{k+guard+1}``, which rescues near-degenerate
-    top eigenvalues (the 10-class cluster of FINDINGS.md).  The result holds the
+    top eigenvalues (e.g. the cluster of ~10 top eigenvalues of a 10-class ``mse`` problem).  The result holds the
     ``k`` wanted pairs; the guard vectors are in ``extra["guard"]``.
     """
     want, k = k, k + guard

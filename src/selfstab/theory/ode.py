@@ -42,7 +42,7 @@ def _check(alpha: float, beta: float) -> None:
 
 
 def delta(alpha: float, beta: float) -> float:
-    """``δ = sqrt(2α/β)``, the fixed point of eq. (4) (SPEC.md §1)."""
+    """``δ = sqrt(2α/β)``, the fixed point of eq. (4) (docs/theory.md §2, §8)."""
     _check(alpha, beta)
     return math.sqrt(2.0 * alpha / beta)
 

@@ -12,7 +12,7 @@ as ``‖θ‖`` keeps shrinking: GD solves ``min f(θ̄) + λ/(2(2/η − λ)) S
 reduction of Lyu et al. — as the equivalence derivation of Appendix H says.
 
 The model: a two-layer tanh network ``x ↦ w₂ᵀ tanh(W₁ᵀ x)`` whose weights are
-``c θ/‖θ‖`` (all of θ normalized jointly), ``mse`` loss (SPEC.md §1, no ½) on a
+``c θ/‖θ‖`` (all of θ normalized jointly), ``mse`` loss (docs/theory.md §1, no ½) on a
 small synthetic binary task (Gaussian inputs, ``±1`` labels of a random teacher).
 The sharpness ``S(θ_t)`` is measured every step, by one of two methods:
 
@@ -94,7 +94,7 @@ def lanczos_sharpness(point, v0: np.ndarray | None = None, tol: float = 1e-10) -
                         matvec=lambda v: point.hvp(torch.from_numpy(np.ascontiguousarray(v).ravel())).numpy())
     vals, vecs = eigsh(op, k=1, which="LA", v0=v0, tol=tol)
     u = vecs[:, 0]
-    if v0 is not None and u @ v0 < 0:  # SPEC.md §1: u_t·u_{t−1} > 0
+    if v0 is not None and u @ v0 < 0:  # docs/theory.md §2: u_t·u_{t−1} > 0
         u = -u
     return float(vals[0]), u
 

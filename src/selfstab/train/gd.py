@@ -1,4 +1,4 @@
-"""Full-batch gradient descent from initialization to the edge of stability (SPEC.md §2).
+"""Full-batch gradient descent from initialization to the edge of stability (docs/theory.md §3).
 
 GD ``θ_{t+1} = θ_t − η∇L(θ_t)``.  The sharpness is measured at the midpoint
 ``(θ_t + θ_{t+1})/2`` — once unstable the iterates oscillate across the

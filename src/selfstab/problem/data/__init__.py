@@ -1,10 +1,10 @@
-"""The paper's data sets by name (SPEC.md §1 and §6), with targets encoded for a loss.
+"""The paper's data sets by name (the paper's section 6 and Appendix D.2), with targets encoded for a loss.
 
 ``load_dataset(name, loss=..., n=..., seed=..., data_root=..., **options)``
 returns a :class:`Dataset`: training inputs and labels, the targets the loss
 expects, the number of model outputs, and a held-out test split.
 
-Target conventions (SPEC.md §1), implemented once in :func:`encode_targets`:
+Target conventions (docs/theory.md §1), implemented once in :func:`encode_targets`:
 
 =============  ===========================  ============================  ===========
 task           mse / half_mse               ce                            logistic
@@ -130,7 +130,7 @@ def n_outputs_for(task: str, loss: str, n_classes: int | None, labels: Tensor | 
 
 
 def encode_targets(labels: Tensor, task: str, loss: str, n_classes: int | None = None) -> Tensor:
-    """Targets for ``loss`` from ``labels`` (SPEC.md §1 conventions; table in the module docstring)."""
+    """Targets for ``loss`` from ``labels`` (docs/theory.md §1 conventions; table in the module docstring)."""
     if loss not in LOSSES:
         raise ConfigError(f"loss: unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     if task not in TASKS:

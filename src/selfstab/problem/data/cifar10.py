@@ -7,7 +7,7 @@ Looks under ``data_root`` (or ``$SELFSTAB_DATA``) for the extracted folder
 32×32 image) and ``b'labels'``.  Nothing is downloaded unless
 :func:`fetch_cifar10` is called explicitly.
 
-``cifar10`` (SPEC.md §6): the first ``n`` training images (default 5,000) in
+``cifar10`` (the paper's 5k CIFAR-10 subset, section 6): the first ``n`` training images (default 5,000) in
 file order (``data_batch_1`` onwards), or with ``balanced=True`` the first
 ``n/10`` of each class; test: the first ``n_test`` images of ``test_batch``.
 ``cifar10-catdog``: the first ``n/2`` cats (class 3 → label 0, −1) and dogs

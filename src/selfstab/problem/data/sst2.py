@@ -5,7 +5,7 @@ labels 0 = negative, 1 = positive) from ``data_root/SST-2/`` or ``data_root/``
 (default ``$SELFSTAB_DATA``).  GLUE's ``test.tsv`` has no labels, so ``dev.tsv``
 is the test split.
 
-Training set: ``n`` sentences (default 5,000; SPEC.md §6), half of each class,
+Training set: ``n`` sentences (default 5,000), half of each class,
 drawn with ``seed`` and kept in file order.  Vocabulary: lower-cased
 whitespace-separated words (GLUE's text is already tokenized) of those training
 sentences that occur at least ``min_count`` times, most frequent first (ties

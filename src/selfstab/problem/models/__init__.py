@@ -1,4 +1,4 @@
-"""The paper's models by name (SPEC.md §6, Appendix D.1 of the paper).
+"""The paper's models by name (the paper's section 6 and Appendix D.1).
 
 ``build_model(name, input_shape, n_outputs, seed=..., **options)`` returns a
 freshly initialized ``nn.Module`` for examples of shape ``input_shape``

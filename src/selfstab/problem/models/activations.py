@@ -1,4 +1,4 @@
-"""Activation functions by name (SPEC.md §6: the paper's MLP and CNN use swish).
+"""Activation functions by name (the paper's MLP and CNN use swish, Appendix D.1).
 
 Each activation is written with plain differentiable ops, so that the third
 derivatives the objective takes through it are exact (see the tests, which

@@ -6,7 +6,8 @@ widths ``width·(1, 2, 4, 8)`` with strides ``(1, 2, 2, 2)``; a 3×3 stride-1
 stem and no max-pool (the CIFAR variant), global average pooling, a linear head.
 
 Normalization is GroupNorm, never BatchNorm: a full-batch objective must be a
-function of θ alone, not of how the batch is chunked (SPEC.md §6).  Each norm
+function of θ alone, not of how the batch is chunked (docs/theory.md §1; the paper's
+authors used GroupNorm too).  Each norm
 layer over ``C`` channels uses ``gcd(C, groups)`` groups, so the count always
 divides ``C``; with the defaults (``groups = 8``, widths 16–128) that is 8
 groups of 2 to 16 channels.  Convolutions followed by a norm carry no bias
