@@ -30,6 +30,9 @@ import bench_hvp  # noqa: E402
 import bench_track  # noqa: E402
 from common import HERE, machine_info, machine_lines, say  # noqa: E402
 
+# the hand-maintained section of RESULTS.md (figures behind design choices), kept when the file is rewritten
+KEEP_SECTION = "## Measurements behind the design choices"
+
 
 def summary_paragraph(t1: dict, ratios: dict, t2: dict, t3: list[dict], quick: bool) -> str:
     def r(label, dtype, row):
@@ -118,6 +121,10 @@ def main(argv=None) -> int:
     text = render(raw)
     print(text)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():   # a hand-maintained section at the end of the file survives the rewrite
+        old = out.read_text()
+        if KEEP_SECTION in old:
+            text = text.rstrip("\n") + "\n\n" + old[old.index(KEEP_SECTION):]
     out.write_text(text)
     say(f"wrote {out}")
     return 0

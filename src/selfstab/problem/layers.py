@@ -1,8 +1,9 @@
 """Layers written in plain differentiable ops, for exact higher derivatives.
 
-PyTorch's fused LayerNorm kernel gives wrong third derivatives (measured on
-torch 2.13: ``∇³L(u, v)`` through ``F.layer_norm`` is ~13% off a finite
-difference of the HVP; tests/problem/test_models.py keeps the check).
+PyTorch's fused LayerNorm kernel gives wrong third derivatives: ``∇³L(u, v)``
+through ``F.layer_norm`` disagrees with a finite difference of the HVP (the
+size of the error is in benchmarks/RESULTS.md; tests/problem/test_models.py
+keeps the check).
 :class:`PlainLayerNorm` computes the same function with the mean and the
 biased variance written out, and :func:`replace_layernorms` swaps it into a
 user's model, keeping the parameters (and so the flat θ layout) unchanged.

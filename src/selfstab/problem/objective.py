@@ -5,8 +5,8 @@ only an :class:`Objective`: ``loss``, ``grad``, ``hvp`` and ``d3`` of a flat
 ``θ ∈ R^d``.  Nothing there knows about modules or batches.
 
 Derivatives are taken by plain reverse mode, nested: an HVP is a backward pass
-through the gradient's graph (reverse-over-reverse), which measured faster on
-these machines than ``jvp`` of ``grad`` (forward-over-reverse), and
+through the gradient's graph (reverse-over-reverse), which is not slower
+than ``jvp`` of ``grad`` (forward-over-reverse; benchmarks/RESULTS.md, table 1), and
 ``∇³L(u, v)`` is one more backward pass through ``u·∇²L v``.
 
 The data are processed in chunks to bound memory.  Each chunk contributes

@@ -132,8 +132,8 @@ def project(objective: Objective, phi: Tensor, lr: float, tracker: EigenTracker 
     every linearized step instead of a fresh ``∇³L(u, u)`` at each ``φ`` — the
     chord method: each step then costs an eigen-solve and a gradient but no third
     derivative, and since ``∇S`` moves by ``O(η‖∇L‖)`` between the two points the
-    residuals still fall by orders of magnitude per step (measured: 2–3 steps to
-    1e-9 on the default job, as with fresh ``∇S``).  Residuals are always those
+    residuals still fall by orders of magnitude per step, about as fast as with a
+    fresh ``∇S`` (benchmarks/RESULTS.md).  Residuals are always those
     of the true ``S`` and ``u·∇L`` at ``φ``.  ``steps_taken``: linearized steps
     already taken to reach ``φ`` (the predictor's), counted in ``steps``.
 

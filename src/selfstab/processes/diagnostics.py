@@ -51,9 +51,9 @@ def diagnostics(geom: Geometry, v: Tensor, lr: float, *, power_iters: int = 8,
     iterations start from ``u`` and take ``power_iters`` steps; with them they
     continue from where they were — one diagnostics step later the maximizer
     has barely moved, so they stop as soon as the estimate grows by less than
-    1e-3 in an iteration (measured on the default job: ρ₃ settles in 2
-    iterations instead of 8, and ρ₄, which climbs slowly, keeps climbing from
-    one diagnostics step to the next instead of restarting from ``u``).
+    1e-3 in an iteration: ρ₃ then settles in far fewer iterations than from
+    ``u``, and ρ₄, which climbs slowly, keeps climbing from one diagnostics
+    step to the next instead of restarting (benchmarks/RESULTS.md).
     """
     point, u = geom.point, geom.u
     starts = {} if starts is None else starts

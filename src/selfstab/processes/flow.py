@@ -8,10 +8,9 @@ integration at every ``η t``.  This matters for cost.  At the edge the flow is
 stiff: its sharpness is ``≈ 2/η`` and grows, so every explicit method is held
 to ``h·S ≲ 2.5`` (RK23) or ``≈ 3.3`` (RK45) by stability, i.e. one solver step
 per one or two GD steps whatever the tolerance.  Forcing a step boundary at
-each ``η t`` (what ``solve_ivp`` over ``[η t, η(t+1)]`` does) cut every step
-short and cost 13 gradients per GD step at ``rtol = 1e-8`` on the default job;
-sampling the dense output costs 2.5 (RK23) to 4 (RK45) at the same measured
-accuracy (benchmarks/RESULTS.md).  An implicit method would need the dense
+each ``η t`` (what ``solve_ivp`` over ``[η t, η(t+1)]`` does) cuts every step
+short and costs several times more gradients per GD step than sampling the
+dense output at the same accuracy (the numbers are in benchmarks/RESULTS.md).  An implicit method would need the dense
 Hessian (or Krylov linear solves), which is not worth it for a reference curve.
 
 The number of gradient evaluations the solver spent while reaching each

@@ -5,8 +5,9 @@ Three paths, one result type (:class:`Eigenpairs`):
 - ``dense``: the whole Hessian from ``d`` HVPs and ``torch.linalg.eigh``; exact,
   for small ``d`` and for tests.
 - ``eigsh``: scipy's ARPACK Lanczos on a ``LinearOperator`` — the cold start,
-  when no previous eigenvectors exist.  It needs ≥ ~20 HVPs whatever the
-  start, so it is used only once per run.
+  when no previous eigenvectors exist.  Its cost hardly depends on the start
+  (Lanczos builds a Krylov space before it converges; see
+  benchmarks/RESULTS.md), so it is used only once per run.
 - ``lobpcg``: a block LOBPCG warm-started from a *subspace* (the previous
   eigenvectors and their recent history).  Written here rather than taken
   from scipy/torch because a warm start along a trajectory needs three things
@@ -14,8 +15,8 @@ Three paths, one result type (:class:`Eigenpairs`):
   captures both the smooth drift of ``u`` and the period-2 wobble of GD at the
   edge; (2) every ``A``-image kept as a linear combination, so each iteration
   costs exactly one HVP per unconverged vector and the residual check is free;
-  (3) an exact HVP count.  ``torch.lobpcg`` measured 154 HVPs cold and failed
-  in float32; scipy's warm-started LOBPCG needs 9–15 HVPs a refresh.
+  (3) an exact HVP count.  How ``torch.lobpcg`` and scipy's warm-started
+  LOBPCG compare is in benchmarks/RESULTS.md.
 
 Every result carries its relative residuals ``‖Hu − λu‖ / |λ|``, the HVPs
 spent, and whether it met the tolerance.  When it does not, the solver raises

@@ -2,10 +2,9 @@
 
 :class:`EigenTracker` keeps the last few eigenvectors of one trajectory and
 warm-starts each refresh from the subspace they span.  Along GD the top
-eigenvector drifts (~5e-4 per step on the digits MLP) and, once unstable,
-wobbles with period 2; Rayleigh–Ritz on the span of the last two eigenvectors
-(the default ``history``; three measured no better, see benchmarks/RESULTS.md)
-contains the linear extrapolation of the drift and the wobble's two phases, so
+eigenvector drifts slowly and, once unstable, wobbles with period 2;
+Rayleigh–Ritz on the span of the last two eigenvectors (the default
+``history``; the cost of one to three is in benchmarks/RESULTS.md) contains the linear extrapolation of the drift and the wobble's two phases, so
 LOBPCG has little left to do.
 """
 
@@ -49,18 +48,18 @@ class EigenTracker:
     iterations.  After ``guard_off`` solves in a row that needed at most two
     iterations, it drops the guard again (the hard stretch is over, or the
     slow solve was only a poor first warm start).  Slow solves with a clear
-    gap come from a poor warm start instead, which a guard does not help
-    (measured: at λ₂/λ₁ = 0.95 along GD late in a cycle a guard costs more
-    HVPs than it saves; at 0.99, the 10-class cluster, it saves many).
+    gap come from a poor warm start instead, which a guard does not help:
+    there it costs more HVPs than it saves, while in a nearly degenerate
+    cluster it saves many (benchmarks/RESULTS.md).
 
     ``min_history`` (< ``history``) makes the depth of the warm subspace
     adaptive: it starts at ``min_history`` blocks, grows by one (up to
     ``history``) after a solve that needed more than two LOBPCG iterations,
     and shrinks by one after ``guard_off`` solves in a row that needed at most one.
     Along GD far into a self-stabilization cycle the period-2 wobble of ``u``
-    is large and not linear in the last two vectors: four blocks then cost 4
-    HVPs for the Rayleigh–Ritz step but save 5–7 iterations (measured on the
-    default job, benchmarks/RESULTS.md), while near the edge two suffice.
+    is large and not linear in the last two vectors: more blocks then cost one
+    HVP each for the Rayleigh–Ritz step but save several LOBPCG iterations
+    (benchmarks/RESULTS.md), while near the edge two suffice.
     """
 
     def __init__(self, k: int = 1, *, tol: float | None = None, history: int = 2, max_iter: int = 200,

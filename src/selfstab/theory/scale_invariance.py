@@ -18,8 +18,9 @@ The sharpness ``S(θ_t)`` is measured every step, by one of two methods:
 
 * ``"dense"`` (default here, ``d = width·(dim_in + 1)`` is 30): the exact Hessian
   of the loss function from one batched backward pass through its gradient
-  (``is_grads_batched``) and ``numpy.linalg.eigvalsh`` — 3 ms a step against
-  10 ms for ``"lanczos"``, whose 20-odd HVPs are one backward pass each;
+  (``is_grads_batched``) and ``numpy.linalg.eigvalsh`` — cheaper at this size
+  than ``"lanczos"``, whose 20-odd HVPs are one backward pass each
+  (benchmarks/RESULTS.md);
 * ``"lanczos"``: ARPACK (``scipy.sparse.linalg.eigsh``) on a ``LinearOperator`` of
   :meth:`Objective.hvp`, warm-started from the previous ``u``; for larger models.
 

@@ -10,7 +10,8 @@ With ``τ = η t``, ``(|x_t|, y_t)`` follows the ODE eq. (4) ``(X(τ), Y(τ))``
 (:mod:`selfstab.theory.ode`): each step is an explicit Euler-type step of
 eq. (4) (in ``log|x|``, ``log(1 + ηy) = ηy + O(η²)``), so the discrete orbit
 stays within ``O(η)`` of the ODE orbit over a bounded number of cycles
-(measured: the band in Lemma 3's ``g`` halves when η halves).
+(tests/theory/test_simplified.py checks that the band in Lemma 3's ``g``
+shrinks in proportion to η).
 """
 
 from __future__ import annotations

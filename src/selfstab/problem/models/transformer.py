@@ -9,9 +9,9 @@ keys and from the pooling, so the output does not depend on the padding.
 
 Everything is written with plain differentiable ops (matmul, softmax,
 mean/variance) so that the third derivatives the objective takes are exact:
-PyTorch's fused ``layer_norm`` gives wrong third derivatives (measured in
-torch 2.13: 12% relative error against finite differences of HVPs; see
-``tests/problem/test_models.py``), hence :class:`~selfstab.problem.layers.PlainLayerNorm`.  Parameters
+PyTorch's fused ``layer_norm`` gives wrong third derivatives (against finite
+differences of HVPs; see ``tests/problem/test_models.py`` and
+benchmarks/RESULTS.md), hence :class:`~selfstab.problem.layers.PlainLayerNorm`.  Parameters
 get PyTorch's default initialization; the positional embedding is drawn like
 an ``nn.Embedding``, from N(0, 1).
 """
