@@ -10,8 +10,9 @@ to ``h·S ≲ 2.5`` (RK23) or ``≈ 3.3`` (RK45) by stability, i.e. one solver s
 per one or two GD steps whatever the tolerance.  Forcing a step boundary at
 each ``η t`` (what ``solve_ivp`` over ``[η t, η(t+1)]`` does) cuts every step
 short and costs several times more gradients per GD step than sampling the
-dense output at the same accuracy (the numbers are in benchmarks/RESULTS.md).  An implicit method would need the dense
-Hessian (or Krylov linear solves), which is not worth it for a reference curve.
+dense output at the same accuracy (the numbers are in benchmarks/RESULTS.md).
+An implicit method would need the dense Hessian (or Krylov linear solves),
+which is not worth it for a reference curve.
 
 The number of gradient evaluations the solver spent while reaching each
 sample (``nfev``, zero when the sample lies inside a step already taken) is

@@ -4,8 +4,9 @@
 warm-starts each refresh from the subspace they span.  Along GD the top
 eigenvector drifts slowly and, once unstable, wobbles with period 2;
 Rayleigh–Ritz on the span of the last two eigenvectors (the default
-``history``; the cost of one to three is in benchmarks/RESULTS.md) contains the linear extrapolation of the drift and the wobble's two phases, so
-LOBPCG has little left to do.
+``history``; the cost of one to three is in benchmarks/RESULTS.md) contains
+the linear extrapolation of the drift and the wobble's two phases, so LOBPCG
+has little left to do.
 """
 
 from __future__ import annotations
