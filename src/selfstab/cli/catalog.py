@@ -2,21 +2,52 @@
 
 from __future__ import annotations
 
-from ..problem.data import describe_datasets
-from ..problem.models import describe_models
+import dataclasses
+
+
+def run_options(options: dict) -> dict:
+    """The options ``selfstab run`` gives a model whose constructor options (with defaults) are ``options``.
+
+    The config's ``model.width`` sets the model's ``width`` (``hidden`` for the transformer) or, when the
+    config leaves it unset, the model keeps its own default; other ``model.*`` keys count only where set.
+    """
+    from ..config import ModelConfig
+
+    cfg = ModelConfig()
+    out = {}
+    width_key = "width" if "width" in options else "hidden" if "hidden" in options else None
+    if width_key is not None:
+        out[width_key] = cfg.width if cfg.width is not None else options[width_key]
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name in ("name", "width") or value is None or f.name not in options:
+            continue
+        out[f.name] = value
+    extra = getattr(cfg, "options", None)   # a table of constructor options, where the config has one
+    if isinstance(extra, dict):
+        out.update({k: v for k, v in extra.items() if k in options})
+    return out
 
 
 def _models(args) -> int:
+    from ..problem.models import describe_models
+
     for row in describe_models():
         print(f"{row['name']:<12} {row['description']}")
         opts = ", ".join(f"{k}={v!r}" for k, v in row["options"].items())
-        print(f"{'':<12} options: {opts}")
+        print(f"{'':<12} options (defaults): {opts}")
+        used = run_options(row["options"])
+        if used:
+            print(f"{'':<12} selfstab run uses: {', '.join(f'{k}={v!r}' for k, v in used.items())} "
+                  f"(the config's model.* keys, e.g. --model.width N)")
         for label, count in row["parameters"].items():
-            print(f"{'':<12} {count:>10,} parameters on {label}")
+            print(f"{'':<12} {count:>10,} parameters on {label} (default options)")
     return 0
 
 
 def _datasets(args) -> int:
+    from ..problem.data import describe_datasets
+
     for row in describe_datasets():
         print(f"{row['name']:<15} {row['description']}")
         for key in ("n", "input_shape", "classes", "source"):
@@ -26,9 +57,8 @@ def _datasets(args) -> int:
 
 
 def register(sub) -> None:
-    sub.add_parser("models", help="list the models with their options and parameter counts",
-                   description="List the registered models, their options and parameter counts.") \
+    sub.add_parser("models", description="List the registered models, their options with defaults, the width "
+                                         "selfstab run gives them, and parameter counts.") \
         .set_defaults(func=_models)
-    sub.add_parser("datasets", help="list the datasets with sizes and where their files go",
-                   description="List the registered datasets, their sizes and sources.") \
+    sub.add_parser("datasets", description="List the registered datasets, their sizes and sources.") \
         .set_defaults(func=_datasets)

@@ -1,9 +1,16 @@
-"""``selfstab`` entry point: one sub-command per module in this package.
+"""``selfstab`` entry point: the sub-commands, each defined in one module of this package.
 
-Each module listed in :data:`MODULES` exposes ``register(subparsers)``, which
-adds its sub-command parsers and sets ``func(args) -> int`` as their default.  Errors that selfstab
-raises on purpose (:class:`~selfstab.errors.SelfstabError`) are printed as one
-line, never as a traceback.
+:data:`COMMANDS` names every sub-command, its module and its one-line help, so
+``selfstab --help`` is printed without importing any sub-command module; a
+command imports only its own module, whose ``register(subparsers)`` adds its
+parsers (help lines from here) and sets ``func(args) -> int`` as their
+default.  Nothing heavy (torch, scipy, matplotlib) is imported before a
+command runs.
+
+Errors that selfstab raises on purpose (:class:`~selfstab.errors.SelfstabError`)
+are printed as one line, never as a traceback; so is a package a command needs
+but cannot import (``selfstab plot: error: needs the matplotlib package (pip
+install matplotlib)``).
 """
 
 from __future__ import annotations
@@ -12,31 +19,113 @@ import argparse
 import importlib
 import sys
 
+from .. import __version__
 from ..errors import SelfstabError
 
-# Sub-command modules, in the order --help lists their commands.
-MODULES = ["run", "sweep", "plot", "report", "catalog", "theory"]
+# name → (module in this package, one-line help); --help lists them in this order
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("run", "the main job: train to the edge, then track (defaults: MLP on digits, a few minutes on a CPU)"),
+    "train": ("run", "GD from initialization to the edge of stability (a run directory with the history)"),
+    "track": ("run", "track GD, θ†, the predicted dynamics and gradient flow from a trained run's θ₀"),
+    "resume": ("run", "continue a killed run from its last checkpoint"),
+    "sweep": ("sweep", "one run per learning rate / seed, sequentially or in parallel"),
+    "plot": ("plot", "draw the paper's figures (1, 4, Appendix E, 5, 6) from run directories"),
+    "report": ("report", "write a one-page report of a run (HTML or Markdown)"),
+    "models": ("catalog", "list the models with their options and parameter counts"),
+    "datasets": ("catalog", "list the datasets with sizes and where their files go"),
+    "theory": ("theory", "figures of the theory: four stages, ODE orbits, scale invariance"),
+}
+
+# import name → pip name, where they differ
+_PIP_NAMES = {"sklearn": "scikit-learn", "PIL": "pillow", "yaml": "pyyaml", "skimage": "scikit-image"}
+
+DESCRIPTION = "Gradient descent at the edge of stability, and the theory of self-stabilization beside it."
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="selfstab",
-        description="Gradient descent at the edge of stability, and the theory of self-stabilization beside it.",
-    )
+class _Subcommands:
+    """The ``subparsers`` handed to a module's ``register``: help lines come from :data:`COMMANDS`."""
+
+    def __init__(self, action, module: str):
+        self._action, self._module = action, module
+        self.added: list[str] = []
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        if COMMANDS.get(name, ("",))[0] != self._module:
+            raise RuntimeError(f"cli.{self._module} registers {name!r}, which COMMANDS does not give to it")
+        kwargs.setdefault("help", COMMANDS[name][1])
+        kwargs.setdefault("description", COMMANDS[name][1])
+        self.added.append(name)
+        return self._action.add_parser(name, **kwargs)
+
+
+class MissingPackage(Exception):
+    """A sub-command needs a package that cannot be imported; ``str()`` is the one-line message."""
+
+
+def _missing(exc: ImportError) -> MissingPackage | None:
+    """The one-line message for an import that failed outside selfstab (None: selfstab's own bug)."""
+    root = (exc.name or "").split(".")[0]
+    if root == "selfstab":
+        return None
+    if isinstance(exc, ModuleNotFoundError) and root:
+        pip = _PIP_NAMES.get(root, root)
+        return MissingPackage(f"needs the {root} package (pip install {pip})")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return MissingPackage(f"cannot import {root or 'a package it needs'}: {first}")
+
+
+def _command(argv: list[str]) -> str | None:
+    """The sub-command named in ``argv``: its first word that is not an option (the top level takes no values)."""
+    for tok in argv:
+        if tok == "--":
+            return None
+        if not tok.startswith("-"):
+            return tok
+    return None
+
+
+def _register(sub, module_name: str) -> None:
+    """Import ``cli.<module_name>`` and let it add its commands (all that :data:`COMMANDS` gives it)."""
+    try:
+        module = importlib.import_module(f"{__package__}.{module_name}")
+    except ImportError as exc:
+        problem = _missing(exc)
+        if problem is None:
+            raise
+        raise problem from None
+    registry = _Subcommands(sub, module_name)
+    module.register(registry)
+    lacking = [n for n, (m, _) in COMMANDS.items() if m == module_name and n not in registry.added]
+    if lacking:
+        raise RuntimeError(f"cli.{module_name} does not register {', '.join(lacking)}, which COMMANDS gives to it")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``selfstab`` parser; only ``command``'s module is imported (None: none is).
+
+    Raises :class:`MissingPackage` when that module cannot import a package it needs.
+    """
+    parser = argparse.ArgumentParser(prog="selfstab", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"selfstab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in MODULES:
-        try:
-            module = importlib.import_module(f"{__package__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{name}":
-                raise
-            continue
-        module.register(sub)
+    wanted = COMMANDS[command][0] if command in COMMANDS else None
+    for name, (module_name, help_) in COMMANDS.items():
+        if module_name != wanted:
+            # a stand-in, so that the top-level help lists every command; never parsed
+            sub.add_parser(name, help=help_, add_help=False)
+        elif name == command:
+            _register(sub, module_name)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _command(argv)
+    try:
+        parser = build_parser(command)
+    except MissingPackage as exc:
+        print(f"selfstab {command}: error: {exc}", file=sys.stderr)
+        return 2
     # Config overrides (--lr 0.02, --model.width=200) are whatever argparse does not know.
     args, extra = parser.parse_known_args(argv)
     if extra:
@@ -50,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except SelfstabError as exc:
         print(f"selfstab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:   # a package the command imports only when it runs
+        problem = _missing(exc)
+        if problem is None:
+            raise
+        print(f"selfstab {args.command}: error: {problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"selfstab {args.command}: interrupted", file=sys.stderr)

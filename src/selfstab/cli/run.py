@@ -10,17 +10,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import RunConfig, diff_configs, from_dict, load_config, to_toml
+from ..config import RunConfig, diff_configs, from_dict, load_config
 from ..errors import ConfigError
-from ..experiment import execute
-from ..records import RunDir
+from . import keys
 
-EPILOG = "config keys (override any as --key value):\n" + "\n".join(
-    "  " + line for line in to_toml(RunConfig()).splitlines() if line and not line.startswith("#"))
+# The config keys each command may change on an existing run (dotted keys, or sections whose keys all count);
+# its --help lists exactly these.
+TRACK_KEYS = ("track", "quiet")
+RESUME_KEYS = ("quiet",)
 
 
-def _parser(sub, name: str, help_: str, run_arg: bool = False) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG, allow_abbrev=False,
+def _parser(sub, name: str, run_arg: bool = False, allowed: tuple[str, ...] | None = None,
+            title: str | None = None) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, epilog=keys.epilog(allowed, title), allow_abbrev=False,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     if run_arg:
         p.add_argument("run", help="the run directory")
@@ -31,7 +33,7 @@ def _parser(sub, name: str, help_: str, run_arg: bool = False) -> argparse.Argum
     return p
 
 
-def _report(run: RunDir) -> None:
+def _report(run) -> None:
     s = run.summary
     out = sys.stdout
     if s.get("reached_edge"):
@@ -45,7 +47,7 @@ def _report(run: RunDir) -> None:
     print(f"run directory: {run.path}  (selfstab.load_run('{run.path}'))", file=out)
 
 
-def _figures(run: RunDir) -> None:
+def _figures(run) -> None:
     from ..figures.paper import plot_runs
     from ..records import load_run
     paths = plot_runs([load_run(run.path)], run.path / "figures")
@@ -54,6 +56,9 @@ def _figures(run: RunDir) -> None:
 
 
 def _new_run(args, train_only: bool) -> int:
+    from ..experiment import execute
+    from ..records import RunDir
+
     cfg = load_config(RunConfig, args.config, args.overrides)
     run = RunDir.create(cfg.out, cfg, overwrite=args.overwrite)
     execute(run, train_only=train_only)
@@ -63,10 +68,13 @@ def _new_run(args, train_only: bool) -> int:
 
 
 def _track(args) -> int:
+    from ..experiment import execute
+    from ..records import RunDir
+
     run = RunDir.open(args.run)
     old = from_dict(RunConfig, run.config)
     cfg = load_config(RunConfig, run.config, args.overrides)
-    changed = [k for k in diff_configs(old, cfg) if not k.startswith("track.") and k != "quiet"]
+    changed = [k for k in diff_configs(old, cfg) if not keys.accepts(k, TRACK_KEYS)]
     if changed:
         raise ConfigError(f"track: only track.* settings can change after training; {changed[0]} differs "
                           f"(start a new run with selfstab run)")
@@ -82,11 +90,14 @@ def _track(args) -> int:
 
 
 def _resume(args) -> int:
+    from ..experiment import execute
+    from ..records import RunDir
+
     run = RunDir.open(args.run)
     if args.overrides:
         old = from_dict(RunConfig, run.config)
         new = load_config(RunConfig, run.config, args.overrides)
-        changed = [k for k in diff_configs(old, new) if k != "quiet"]
+        changed = [k for k in diff_configs(old, new) if not keys.accepts(k, RESUME_KEYS)]
         if changed:
             raise ConfigError(f"resume: the config changed ({changed[0]}); a resumed run must keep its config — "
                               f"start a new run instead")
@@ -97,11 +108,11 @@ def _resume(args) -> int:
 
 
 def register(sub) -> None:
-    _parser(sub, "train", "GD from initialization to the edge of stability (a run directory with the history)") \
-        .set_defaults(func=lambda a: _new_run(a, train_only=True))
-    _parser(sub, "track", "track GD, θ†, the predicted dynamics and gradient flow from a trained run's θ₀",
-            run_arg=True).set_defaults(func=_track)
-    _parser(sub, "run", "the main job: train to the edge, then track (defaults: MLP on digits, a few minutes on a CPU)") \
-        .set_defaults(func=lambda a: _new_run(a, train_only=False))
-    _parser(sub, "resume", "continue a killed run from its last checkpoint", run_arg=True) \
+    _parser(sub, "run").set_defaults(func=lambda a: _new_run(a, train_only=False))
+    _parser(sub, "train").set_defaults(func=lambda a: _new_run(a, train_only=True))
+    _parser(sub, "track", run_arg=True, allowed=TRACK_KEYS,
+            title="config keys track accepts (as --key value; the run keeps the rest of its config)") \
+        .set_defaults(func=_track)
+    _parser(sub, "resume", run_arg=True, allowed=RESUME_KEYS,
+            title="config keys resume accepts (as --key value; a resumed run keeps the rest of its config)") \
         .set_defaults(func=_resume)

@@ -3,8 +3,8 @@
 Each run is an ordinary run directory under ``--out`` (``lr0.2``, ``lr0.1-seed1`` …),
 so each can be resumed, plotted and reported on its own; ``selfstab plot``
 combines them (Figures 4 and 6).  Parallel runs are separate processes
-(``--jobs``), each with one intra-op thread, so that ``--jobs 2`` uses a
-2-core machine fully without oversubscribing it.
+(``--jobs``), each with its share of the CPU threads, so that ``--jobs 2``
+uses a 2-core machine fully without oversubscribing it.
 """
 
 from __future__ import annotations
@@ -12,12 +12,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import shutil
+import textwrap
 from pathlib import Path
 
 from ..config import RunConfig, load_config
 from ..errors import ConfigError, SelfstabError
-from ..records import RunDir
+from . import keys
+
+# --help's description: plain text (no reST), one paragraph per item, wrapped to the terminal when shown
+DESCRIPTION = (
+    "One run per learning rate (or seed), sequentially or in parallel processes.",
+    "Each run is an ordinary run directory under --out (lr0.2, lr0.1-seed1, ...), so each can be resumed, "
+    "plotted and reported on its own; the combined Figures 4 and 6 go to --out/figures (selfstab plot redraws "
+    "them). Parallel runs are separate processes (--jobs), each with its share of the CPU threads, so --jobs 2 "
+    "uses a 2-core machine fully without oversubscribing it. Config overrides (--key value) apply to every run.",
+)
 
 
 def _one(cfg_dict: dict, train_only: bool, threads: int | None) -> tuple[str, str]:
@@ -25,6 +35,7 @@ def _one(cfg_dict: dict, train_only: bool, threads: int | None) -> tuple[str, st
 
     from ..config import from_dict
     from ..experiment import execute
+    from ..records import RunDir
     if threads:
         torch.set_num_threads(threads)
     cfg = from_dict(RunConfig, cfg_dict)
@@ -65,6 +76,7 @@ def _sweep(args) -> int:
     if args.jobs == 1:
         results = [_one(c, t, None) for c, t in items]
     else:
+        from concurrent.futures import ProcessPoolExecutor, as_completed
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             futures = [pool.submit(_one, c, t, threads) for c, t in items]
@@ -82,12 +94,12 @@ def _sweep(args) -> int:
 
 
 def register(sub) -> None:
-    from .run import EPILOG
-    p = sub.add_parser("sweep", help="one run per learning rate / seed, sequentially or in parallel",
-                       description=__doc__.split("\n\n")[0], epilog=EPILOG, allow_abbrev=False,
+    width = max(60, min(120, shutil.get_terminal_size().columns - 2))
+    p = sub.add_parser("sweep", description="\n\n".join(textwrap.fill(par, width) for par in DESCRIPTION),
+                       epilog=keys.epilog(), allow_abbrev=False,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--lrs", type=float, nargs="+", help="learning rates (default: train.lr)")
-    p.add_argument("--seeds", type=int, nargs="+", help="seeds (default: seed)")
+    p.add_argument("--lrs", type=float, nargs="+", help="learning rates (default: the config's)")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the config's seed)")
     p.add_argument("--jobs", type=int, default=1, help="parallel processes (default 1)")
     p.add_argument("--inverse-sharpness", action="store_true",
                    help="also train with η_t = 1/S(θ_t) (Figure 6; training only)")

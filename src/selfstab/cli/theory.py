@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import ConfigError
 
 
@@ -26,6 +24,7 @@ def _report(paths) -> int:
 
 
 def _fig2(args) -> int:
+    import numpy as np
     import pandas as pd
 
     from ..figures.theory import plot_four_stages
@@ -78,7 +77,7 @@ def _scale_invariance(args) -> int:
 def register(subparsers) -> None:
     """Add ``selfstab theory`` and its three figure commands."""
     p = subparsers.add_parser(
-        "theory", help="figures of the theory: four stages, ODE orbits, scale invariance",
+        "theory",
         description="Figures of the theory of self-stabilization: fig2 (the four stages on the Appendix B toy "
                     "model), fig3 (orbits of the ODE eq. (4)), scale-invariance (Appendix H).")
     sub = p.add_subparsers(dest="figure", metavar="FIGURE")
