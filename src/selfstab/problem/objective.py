@@ -90,8 +90,11 @@ class Objective:
     def __init__(self, terms: Callable[[], Iterator[Term]], theta0: Tensor, *, n_chunks: int = 1,
                  remake: Callable[[torch.dtype | None, torch.device | None], "Objective"] | None = None,
                  cache_graphs: bool | None = None, outputs: Callable[[Tensor, tuple], Tensor] | None = None,
-                 info: dict | None = None):
+                 info: dict | None = None, reduce: Callable[[Tensor], Tensor] | None = None):
         self._terms = terms
+        # Totals the per-chunk sums across processes (data parallelism, docs/theory.md §11): one call per
+        # product on a flat contiguous tensor; None is the identity (one process holds all the data).
+        self._reduce = reduce
         self.theta0 = theta0.detach()
         self.n_chunks = n_chunks
         self._remake = remake
@@ -120,7 +123,8 @@ class Objective:
     @classmethod
     def from_module(cls, model: nn.Module, inputs: Tensor | Sequence[Tensor], targets: Tensor, loss: str = "mse",
                     *, chunk_size: int | None = None, weight_decay: float = 0.0, dtype: str | torch.dtype | None = None,
-                    device: str | torch.device | None = None, cache_graphs: bool | None = None) -> "Objective":
+                    device: str | torch.device | None = None, cache_graphs: bool | None = None,
+                    distributed: bool = False, global_n: int | None = None) -> "Objective":
         """``L(θ) = mean_i ℓ(f_θ(x_i), y_i) [+ weight_decay/2 ‖θ‖²]`` over the whole data set.
 
         ``inputs`` is a tensor or a tuple of tensors (e.g. tokens and a padding
@@ -130,6 +134,17 @@ class Objective:
         mode (no dropout), and must not keep running statistics; its
         ``nn.LayerNorm`` layers are computed with plain ops (same parameters)
         so that third derivatives are exact.
+
+        ``distributed=True`` (data parallelism, docs/theory.md §11) needs an
+        initialised process group (:func:`selfstab.distributed.init`).  Each
+        rank keeps its contiguous shard
+        (:func:`selfstab.distributed.shard_bounds`) of the given data, chunks
+        it as above, divides by the global ``n``, and totals every loss,
+        gradient, HVP batch, ``d3`` and ``d4`` with one ``all_reduce(SUM)``;
+        the weight-decay term is added on rank 0 only.  With ``global_n`` the
+        inputs are already this rank's shard of a data set of ``global_n``
+        examples (a loader that reads its shard alone).  ``outputs`` stays
+        local.
         """
         loss_fn = get_loss(loss)
         if not isinstance(model, nn.Module):
@@ -149,6 +164,23 @@ class Objective:
             raise ConfigError(f"chunk_size: must be a positive number of examples, got {chunk_size}")
         if weight_decay < 0:
             raise ConfigError(f"weight_decay: must be ≥ 0, got {weight_decay}")
+        n_all, reduce, shard, add_decay, n_most = n, None, None, True, n
+        if distributed:
+            from .. import distributed as dist_
+            dist_.require_group()
+            rank, ws = dist_.rank(), dist_.world_size()
+            n_all = n if global_n is None else int(global_n)
+            shard = dist_.shard_bounds(n_all, ws, rank)
+            if global_n is None:
+                xs, targets = tuple(x[shard[0]:shard[1]] for x in xs), targets[shard[0]:shard[1]]
+            elif n != shard[1] - shard[0]:
+                raise ConfigError(f"global_n: rank {rank} of {ws} should hold examples [{shard[0]}, {shard[1]}) of "
+                                  f"{n_all}, but was given {n}; load the shard from shard_bounds")
+            n = shard[1] - shard[0]
+            n_most = dist_.shard_bounds(n_all, ws, 0)[1]  # rank 0 holds a largest shard
+            reduce, add_decay = dist_.all_reduce_sum, rank == 0
+        elif global_n is not None:
+            raise ConfigError("global_n: only meaningful with distributed=True; drop it or set distributed=True")
 
         model = copy.deepcopy(model)
         replace_layernorms(model)  # the fused kernel's third derivative is wrong (see layers.py)
@@ -203,13 +235,14 @@ class Objective:
             for a, b in bounds:
                 chunk = tuple(x[a:b] for x in xs)
                 yb = y[a:b]
-                yield lambda theta, chunk=chunk, yb=yb: loss_fn(call(theta, chunk), yb).sum() / n
-            if weight_decay:
+                yield lambda theta, chunk=chunk, yb=yb: loss_fn(call(theta, chunk), yb).sum() / n_all
+            if weight_decay and add_decay:
                 yield lambda theta: 0.5 * weight_decay * theta.pow(2).sum()
 
         def remake(dtype_, device_):
             return cls.from_module(model, xs, targets, loss, chunk_size=chunk_size, weight_decay=weight_decay,
-                                   dtype=dtype_ or dt, device=device_ or dev, cache_graphs=cache_graphs)
+                                   dtype=dtype_ or dt, device=device_ or dev, cache_graphs=cache_graphs,
+                                   distributed=distributed, global_n=n_all if distributed else None)
 
         def outputs(theta: Tensor, inputs_: tuple[Tensor, ...]) -> Tensor:
             with torch.no_grad():
@@ -217,11 +250,17 @@ class Objective:
                         for a, b in [(i, min(i + size, inputs_[0].shape[0])) for i in range(0, inputs_[0].shape[0], size)]]
             return torch.cat(outs)
 
-        info = {"kind": "module", "loss": loss, "n": n, "chunk_size": size, "weight_decay": weight_decay,
+        info = {"kind": "module", "loss": loss, "n": n_all, "chunk_size": size, "weight_decay": weight_decay,
                 "param_names": names, "param_sizes": sizes}
-        obj = cls(terms, theta0, n_chunks=len(bounds) + bool(weight_decay), remake=remake,
-                  cache_graphs=cache_graphs if cache_graphs is not None else len(bounds) == 1,
-                  outputs=outputs, info=info)
+        n_bounds = len(bounds)
+        if distributed:
+            # Every rank takes the same path through Point (same collectives in the same order), so the
+            # chunk count and the graph-caching default follow the largest shard, not this one.
+            n_bounds = 1 if chunk_size is None else -(-n_most // int(chunk_size))
+            info.update(world_size=dist_.world_size(), rank=dist_.rank(), shard=shard)
+        obj = cls(terms, theta0, n_chunks=n_bounds + bool(weight_decay), remake=remake,
+                  cache_graphs=cache_graphs if cache_graphs is not None else n_bounds == 1,
+                  outputs=outputs, info=info, reduce=reduce)
         obj.model = model
         return obj
 
@@ -269,7 +308,8 @@ class Objective:
         theta = self.vector(theta)
         self.counts["loss"] += 1
         with torch.no_grad():
-            return sum(term(theta) for term in self._terms())
+            value = sum(term(theta) for term in self._terms())
+            return value if self._reduce is None else self._reduce(torch.as_tensor(value).reshape(1))[0]
 
     def loss_and_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         theta = self.vector(theta).requires_grad_(True)
@@ -280,6 +320,8 @@ class Objective:
             val = term(theta)
             value = value + val.detach()
             g += _grad(val, theta)
+        if self._reduce is not None:
+            value, g = _reduced(self._reduce, value, g.detach())
         return value, g
 
     def grad(self, theta: Tensor) -> Tensor:
@@ -305,6 +347,12 @@ class Objective:
         xs = tuple(x.to(device=self.device, dtype=self.dtype) if x.is_floating_point() else x.to(self.device)
                    for x in _as_tuple(inputs))
         return self._outputs(self.vector(theta), xs)
+
+
+def _reduced(reduce: Callable[[Tensor], Tensor], value: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
+    """The loss and the gradient totalled across processes in one collective of ``[L, ∇L]``."""
+    both = reduce(torch.cat([value.reshape(1), grad.reshape(-1)]))
+    return both[0], both[1:]
 
 
 @dataclass
@@ -350,6 +398,8 @@ class Point:
                 graphs.append(gr)
             yield gr
         if need_value:
+            if obj._reduce is not None:
+                value, total = _reduced(obj._reduce, value, total)
             self._loss, self._grad = value, total
         if keep:
             self._graphs = graphs
@@ -383,6 +433,8 @@ class Point:
         for gr in self._graphs_iter():
             for i in range(vs.shape[0]):
                 out[i] += _grad(gr.grad, gr.theta, vs[i], retain_graph=True)
+        if obj._reduce is not None:
+            out = obj._reduce(out)
         obj.counts["hvp"] += vs.shape[0]
         return out.reshape(v.shape)
 
@@ -394,6 +446,8 @@ class Point:
         for gr in self._graphs_iter():
             hu = _grad(gr.grad, gr.theta, u, create_graph=True, retain_graph=True)
             out += _grad(hu, gr.theta, v, retain_graph=True)
+        if obj._reduce is not None:
+            out = obj._reduce(out)
         obj.counts["d3"] += 1
         return out
 
@@ -406,5 +460,7 @@ class Point:
             hw = _grad(gr.grad, gr.theta, w, create_graph=True, retain_graph=True)
             tww = _grad(hw, gr.theta, w, create_graph=True, retain_graph=True)
             out += _grad(tww, gr.theta, w, retain_graph=True)
+        if obj._reduce is not None:
+            out = obj._reduce(out)
         obj.counts["d4"] += 1
         return out
