@@ -1,8 +1,9 @@
 """selfstab's benchmarks in one command: ``python benchmarks/run.py [--quick]``.
 
-Prints three markdown tables (HVP vs gradient; warm-started sharpness refresh
+Prints the markdown tables (HVP vs gradient; warm-started sharpness refresh
 along GD at the edge; cost of a tracked step against the paper's authors'
-code) and writes them, with a summary, the date, the machine and the command,
+code; table 4, the data-parallel objective on 1 process and 2 gloo ranks,
+``bench_distributed.py``) and writes them, with a summary, the date, the machine and the command,
 to ``benchmarks/RESULTS.md`` (``--quick``: smaller sizes, about 1–2 minutes
 once the edge is cached, written to ``benchmarks/.cache/RESULTS-quick.md`` so
 that the full results are not overwritten; ``--out`` chooses another file).
@@ -28,6 +29,7 @@ import common  # noqa: E402  (sets the thread count before anything else runs)
 import bench_eigen  # noqa: E402
 import bench_hvp  # noqa: E402
 import bench_track  # noqa: E402
+import bench_distributed  # noqa: E402
 from common import HERE, machine_info, machine_lines, say  # noqa: E402
 
 # the hand-maintained section of RESULTS.md (figures behind design choices), kept when the file is rewritten
@@ -138,7 +140,8 @@ def measure(a, command: str, out: Path) -> dict:
     edge = common.default_edge(say)
     t2 = bench_eigen.run(edge, a.quick)
     t3 = [bench_track.run_default(edge, a.quick), bench_track.run_paper(a.quick, a.paper_n, a.paper_steps)]
-    return {"info": info, "command": command, "out": out, "quick": a.quick, "t1": t1, "t2": t2, "t3": t3,
+    t4 = bench_distributed.run(a.quick)   # table 4: 1 process against 2 gloo ranks (issue 11)
+    return {"info": info, "command": command, "out": out, "quick": a.quick, "t1": t1, "t2": t2, "t3": t3, "t4": t4,
             "edge_cached": bool(edge.get("cached")), "total": time.perf_counter() - start}
 
 
@@ -220,6 +223,8 @@ def render(raw: dict) -> str:
         md3,
         "",
     ]
+    if raw.get("t4"):   # table 4 (raw results saved before it existed have none)
+        doc += [bench_distributed.markdown(raw["t4"]), ""]
     return "\n".join(doc)
 
 if __name__ == "__main__":
