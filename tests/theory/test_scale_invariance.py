@@ -1,4 +1,5 @@
-"""Appendix H: scale invariance of the loss, the two sharpness solvers, and the experiment."""
+"""Appendix H: scale invariance of the loss, its two sharpness operators (both solved by
+selfstab.spectrum.top_eigenpairs), and the experiment."""
 
 import numpy as np
 import pytest
@@ -38,6 +39,8 @@ def test_dense_and_lanczos_sharpness_agree_with_torch_hessian():
         assert S_lanczos == pytest.approx(ref, rel=1e-9)
         if u is not None:
             assert u_new @ u > 0  # sign convention u_t·u_{t−1} > 0
+        else:                     # the spectrum's rule for a first u: its largest entry positive
+            assert u_new[np.abs(u_new).argmax()] > 0
         u = u_new
 
 

@@ -36,10 +36,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from scipy.sparse.linalg import LinearOperator, eigsh
 
 from ..errors import ConfigError, DivergenceError
 from ..problem import Objective
+from ..spectrum import top_eigenpairs
 
 
 def _data(n: int, dim_in: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,26 +78,30 @@ def scale_invariant_objective(weight_decay: float = 0.0025, **kwargs) -> Objecti
 
 
 def dense_step(loss_fn, theta: torch.Tensor) -> tuple[float, torch.Tensor, float]:
-    """``(L, ∇L, λ_max(∇²L))`` at ``theta``; the Hessian exact, by one batched backward pass."""
+    """``(L, ∇L, λ_max(∇²L))`` at ``theta``: the whole Hessian from one batched backward pass
+    through the gradient, its top eigenvalue by :func:`~selfstab.spectrum.top_eigenpairs`."""
     x = theta.detach().requires_grad_(True)
     val = loss_fn(x)
     (g,) = torch.autograd.grad(val, x, create_graph=True)
-    eye = torch.eye(x.numel(), dtype=x.dtype)
-    (H,) = torch.autograd.grad(g, x, eye, is_grads_batched=True)
-    return float(val.detach()), g.detach(), float(np.linalg.eigvalsh(0.5 * (H + H.T).numpy())[-1])
+
+    def hvps(V: torch.Tensor) -> torch.Tensor:   # (m, d) -> (m, d): m HVPs in one backward pass
+        (HV,) = torch.autograd.grad(g, x, V, is_grads_batched=True, retain_graph=True)
+        return HV
+
+    eig = top_eigenpairs(hvps, x.numel(), 1, dtype=x.dtype, method="dense")
+    return float(val.detach()), g.detach(), eig.sharpness
 
 
-def lanczos_sharpness(point, v0: np.ndarray | None = None, tol: float = 1e-10) -> tuple[float, np.ndarray]:
-    """``(S, u)`` at an :class:`~selfstab.problem.Point`: ARPACK on a ``LinearOperator`` of its HVPs,
-    warm-started from ``v0`` (the previous ``u``; the new ``u`` is signed so that ``u·v0 > 0``)."""
-    dim = point.theta.numel()
-    op = LinearOperator((dim, dim), dtype=np.float64,
-                        matvec=lambda v: point.hvp(torch.from_numpy(np.ascontiguousarray(v).ravel())).numpy())
-    vals, vecs = eigsh(op, k=1, which="LA", v0=v0, tol=tol)
-    u = vecs[:, 0]
-    if v0 is not None and u @ v0 < 0:  # docs/theory.md §2: u_t·u_{t−1} > 0
-        u = -u
-    return float(vals[0]), u
+def lanczos_sharpness(point, v0: np.ndarray | torch.Tensor | None = None, tol: float = 1e-10
+                      ) -> tuple[float, np.ndarray]:
+    """``(S, u)`` at an :class:`~selfstab.problem.Point` from its HVPs alone, by
+    :func:`~selfstab.spectrum.top_eigenpairs`: warm-started from ``v0`` (the previous ``u``; the new
+    ``u`` is signed so that ``u·v0 > 0``), cold (ARPACK) without it; ``tol``: relative residual."""
+    theta = point.theta
+    warm = None if v0 is None else torch.as_tensor(np.asarray(v0), dtype=theta.dtype).reshape(1, -1)
+    eig = top_eigenpairs(point.hvp, theta.numel(), 1, dtype=theta.dtype, device=theta.device, warm=warm,
+                         tol=tol, method="lobpcg")
+    return eig.sharpness, eig.u.detach().cpu().numpy()
 
 
 def scale_invariance_experiment(lr: float = 0.2, weight_decay: float = 0.0025, steps: int = 3000, *,
