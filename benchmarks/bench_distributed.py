@@ -131,6 +131,7 @@ def _launch(world: int, n: int, reps: int) -> dict:
         # the worker's settings travel in the environment (torchrun would read options after the script as its own)
         env = {**os.environ, "OMP_NUM_THREADS": "1", WORKER_ENV: json.dumps({"n": n, "reps": reps, "out": str(out)})}
         load0 = os.getloadavg()[0]
+        cpu0, own0 = _cpu_seconds(), _children_cpu()
         t = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
@@ -147,8 +148,28 @@ def _launch(world: int, n: int, reps: int) -> dict:
         if proc.returncode != 0:
             raise RuntimeError(f"{world}-rank launch failed (exit {proc.returncode}):\n{log[-4000:]}")
         res = json.loads(out.read_text())
-    res.update(seconds=time.perf_counter() - t, load=(load0, os.getloadavg()[0]))
+    seconds = time.perf_counter() - t
+    busy = _cpu_seconds() - cpu0
+    own = _children_cpu() - own0
+    # other jobs' CPU during the launch, in cores: machine-wide busy CPU time minus this launch's own
+    res.update(seconds=seconds, load=(load0, os.getloadavg()[0]), others=max(busy - own, 0.0) / seconds)
     return res
+
+
+def _cpu_seconds() -> float:
+    """Machine-wide busy CPU seconds since boot (``/proc/stat``; NaN where it does not exist)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu() -> float:
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def run(quick: bool = False, n: int | None = None, reps: int | None = None, rounds: int | None = None) -> dict:
@@ -160,7 +181,8 @@ def run(quick: bool = False, n: int | None = None, reps: int | None = None, roun
         for world in (1, 2):
             say(f"distributed: round {r + 1}/{rounds}, {world} rank{'s' if world > 1 else ''}, n = {n} ...")
             res = _launch(world, n, reps)
-            say(f"  {res['seconds']:.0f} s, load average {res['load'][0]:.2f} → {res['load'][1]:.2f}")
+            say(f"  {res['seconds']:.0f} s, load average {res['load'][0]:.2f} → {res['load'][1]:.2f}, "
+                f"other jobs used {res['others']:.2f} cores")
             launches.append(res)
     return {"n": n, "reps": reps, "rounds": rounds, "launches": launches}
 
@@ -204,6 +226,7 @@ def markdown(t4: dict, info: dict | None = None, command: str | None = None) -> 
     core = ["hvp", "gradient", "d3"]
     met = [op for op in core if s[op]["speedup"] >= GOAL]
     loads = ", ".join(f"{r['load'][0]:.2f}→{r['load'][1]:.2f} ({r['world']})" for r in t4["launches"])
+    others = ", ".join(f"{r.get('others', float('nan')):.2f} ({r['world']})" for r in t4["launches"])
     lines = [SECTION, ""]
     if info is not None:
         lines += [*machine_lines(info, command or "python benchmarks/bench_distributed.py"), ""]
@@ -227,7 +250,8 @@ def markdown(t4: dict, info: dict | None = None, command: str | None = None) -> 
         + f"; same numbers: the 2-rank loss and ‖∇L‖ differ from the 1-process ones by {loss_gap:.0e} and "
         f"{g_gap:.0e} relative.",
         f"- load average (1 min) before→after each launch (world size): {loads}; "
-        "other engineers' tests were running on the same 2 cores.",
+        f"other jobs' CPU use during each launch (machine-wide busy CPU time minus the launch's own, in cores of "
+        f"{os.cpu_count()}): {others}.",
         f"- wall time of the launches (data generation, model, warm-up, timed calls): "
         + ", ".join(f"{r['seconds']:.0f} s ({r['world']})" for r in t4["launches"]) + ".",
     ]
