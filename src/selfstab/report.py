@@ -13,14 +13,12 @@ import html
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 
-from .config import dumps_toml
 from .errors import ConfigError
-from .figures import paper
 from .figures.style import column, lr_of, onset, png_bytes, run_title, sharpness_two_step
 from .records import Run, load_run
 
@@ -62,11 +60,14 @@ def key_numbers(run: Run) -> dict[str, Any]:
 
     Theorem 1 errors compare, over the tracked steps where both are recorded,
     ``predicted.loss`` (= L(θ†_t) + x_t²/η) with ``gd.loss``, and the two-step averages
-    ``(S_t + S_{t+1})/2`` of ``predicted.sharpness`` (= 2/η + y_t + (∇S·u)x_t) and of ``gd.sharpness``
-    (``gd.sharpness_avg2`` only when ``gd.sharpness`` is missing):
+    ``(S_{t−1} + S_t)/2`` (docs/theory.md §6; :func:`~selfstab.figures.style.two_step_average`) of
+    ``predicted.sharpness`` (= 2/η + y_t + (∇S·u)x_t) and of GD's sharpness (the recorded
+    ``gd.sharpness_avg2``, or the average of ``gd.sharpness`` when that column is absent):
     ``|pred − gd| / |gd|``, median and max (keys ``median_rel_err_loss`` …; the same for the
-    generalized prediction with the prefix ``generalized_``).  Costs are means per tracked step
-    (seconds from ``cost.seconds``, else ``timing.seconds``).
+    generalized prediction with the prefix ``generalized_``).  ``max_lambda2_times_lr`` is the largest
+    ``η·λ₂(θ†)`` of ``diagnostics.lambda2`` (measured every ``track.diagnostics_every`` steps), to be
+    read against ``stop_lambda2`` (``track.stop_lambda2`` of the config).  Costs are means per
+    tracked step (seconds from ``cost.seconds``, else ``timing.seconds``).
     """
     s = run.summary
     step0, sharp0 = onset(run)
@@ -93,8 +94,9 @@ def key_numbers(run: Run) -> dict[str, Any]:
         out[f"{prefix}max_rel_err_sharpness"] = _stat(sharp_err, "max")
         out[f"{prefix}median_dist_gd"] = _stat(column(run, process, "dist_gd"), "median")
     lr = lr_of(run)
-    lam2 = column(run, "constrained", "lambda2")
+    lam2 = column(run, "diagnostics", "lambda2")
     lam2_max = _stat(lam2 if lam2 is not None else column(run, "diagnostics", "eig_1"), "max")
+    stop = (run.config.get("track") or {}).get("stop_lambda2")
     seconds = column(run, "cost", "seconds")
     if seconds is None:  # the wall clock may be kept apart, so that resumed records stay bit-for-bit
         seconds = column(run, "timing", "seconds")
@@ -103,6 +105,7 @@ def key_numbers(run: Run) -> dict[str, Any]:
         "median_delta": _stat(column(run, "constrained", "delta"), "median"),
         "median_epsilon": _stat(column(run, "constrained", "epsilon"), "median"),
         "max_lambda2_times_lr": None if lam2_max is None else _num(lam2_max * lr),
+        "stop_lambda2": None if lam2_max is None else _num(stop),
         "gd_dist_constrained_end": _stat(column(run, "gd", "dist_constrained"), "last"),
         "flow_dist_gd_end": _stat(column(run, "flow", "dist_gd"), "last"),
         "flow_dist_constrained_end": _stat(column(run, "flow", "dist_constrained"), "last"),
@@ -137,7 +140,8 @@ KEY_LABELS = [
     ("median_dist_constrained", "median ‖θ_t − θ†_t‖"),
     ("median_delta", "median δ_t = √(2α/β)"),
     ("median_epsilon", "median ε = η√α"),
-    ("max_lambda2_times_lr", "max η·λ₂(θ†) (stop at 1.9)"),
+    ("max_lambda2_times_lr", "max η·λ₂(θ†)"),
+    ("stop_lambda2", "tracking stops at η·λ₂(θ†) ="),
     ("gd_dist_constrained_end", "‖θ_t − θ†_t‖ at the end"),
     ("flow_dist_gd_end", "gradient flow: distance from GD at the end"),
     ("flow_dist_constrained_end", "gradient flow: distance from θ† at the end"),
@@ -167,30 +171,20 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _figures(run: Run) -> list[tuple[str, str, Callable[[], Any]]]:
-    """``(stem, caption, make)`` of each figure whose data this run has."""
-    have = paper.available_figures(run)
-    out = []
-    if "1" in have:
-        out.append(("figure1", "Figure 1: progressive sharpening up to the edge of stability",
-                    lambda: paper.make_figure1(run)))
-    if "4" in have:
-        out.append(("figure4", "Figure 4: GD, the predicted dynamics, θ† and gradient flow "
-                               "(shaded: the zoom window)", lambda: paper.make_figure4([run])))
-        out.append(("figure4_zoom", "Figure 4, zoomed on one cycle",
-                    lambda: paper.make_figure4([run], zoomed=True)))
-    if "e" in have:
-        out.append(("appendix_e", "Appendix E: the assumptions along θ† (ρ₃, ρ₄ are tensor-power-iteration "
-                                  "estimates)", lambda: paper.make_appendix_e(run)))
-    if "5" in have:
-        out.append(("figure5", "Figure 5: top eigenvalues of the Hessian", lambda: paper.make_figure5(run)))
-    return out
+def _figures(run: Run) -> Iterator[tuple[str, str, Any]]:
+    """``(stem, caption, figure)`` of each figure whose records this run has (the registry decides),
+    drawn one at a time."""
+    from .figures.registry import render
+
+    for stem, caption, _, fig in render(run):
+        yield stem, caption, fig
 
 
 def _config_text(run: Run) -> str:
     try:
         return (Path(run.path) / "config.toml").read_text(encoding="utf-8")
     except OSError:
+        from .config import dumps_toml
         return dumps_toml(run.config)
 
 
@@ -254,13 +248,13 @@ def write_report(run_dir: str | os.PathLike | Run, out: str | os.PathLike | None
     out.parent.mkdir(parents=True, exist_ok=True)
     numbers = key_numbers(run)
     if fmt == "html":
-        images = [(stem, caption, png_bytes(make())) for stem, caption, make in _figures(run)]
+        images = [(stem, caption, png_bytes(fig)) for stem, caption, fig in _figures(run)]
         text = _html(run, numbers, images)
     else:
         images = []
-        for stem, caption, make in _figures(run):
+        for stem, caption, fig in _figures(run):
             name = f"{out.stem}_{stem}.png"
-            (out.parent / name).write_bytes(png_bytes(make(), dpi=130))
+            (out.parent / name).write_bytes(png_bytes(fig, dpi=130))
             images.append((stem, caption, name))
         text = _markdown(run, numbers, images)
     out.write_text(text, encoding="utf-8")

@@ -1,12 +1,7 @@
-"""The paper's figures from synthetic run directories: files, panels, gaps, half-finished runs, the CLI.
-
-The synthetic runs follow eq. (3) (``simplified_dynamics``): GD oscillates around θ† as the theory
-says, with small made-up deviations, a NaN gap, and a second learning rate.
-"""
+"""The paper's figures from synthetic run directories (conftest.py): files, panels, gaps, half-finished
+runs, what a reader sees (legends, markers, titles), and ``selfstab plot``."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
@@ -14,70 +9,8 @@ import pytest
 from selfstab.cli.main import main
 from selfstab.figures import paper
 from selfstab.figures.style import pyplot, two_step_average
-from selfstab.records import RunDir, load_run
-from selfstab.theory import simplified_dynamics
 
-ALL = ("train", "gd", "predicted", "generalized", "constrained", "flow", "diagnostics", "cost")
-ONSET = 120
-
-
-def make_run(path, lr=0.02, steps=200, processes=ALL, schedule="constant", alpha=10.0, beta=10.0):
-    """A run directory whose tracked series follow eq. (3) from x₀ = 0.05, the edge at step ONSET."""
-    cfg = {"seed": 0, "model": {"name": "mlp", "width": 16}, "data": {"name": "digits"}, "loss": "mse",
-           "train": {"lr": lr, "schedule": schedule}, "track": {"steps": steps, "stop_lambda2": 1.9}}
-    rd = RunDir.create(path, cfg)
-    x, y = simplified_dynamics(alpha, beta, lr, 0.05, 0.0, steps)
-    t = np.arange(steps + 1)
-    l_dag = 0.3 * np.exp(-t / 500)
-    pred_loss, pred_s = l_dag + x**2 / lr, 2 / lr + y + 0.5 * x
-    gd_loss, gd_s = pred_loss * (1 + 0.01 * np.sin(t)), pred_s + 0.05 * np.cos(t)
-    gd_s_avg2 = np.append((gd_s[:-1] + gd_s[1:]) / 2, np.nan)
-    lam2 = (1.5 + 0.3 * t / steps) / lr
-    if "train" in processes:
-        rec = rd.recorder("train")
-        for s in range(ONSET + 1):
-            measured = s % 10 == 0 or s == ONSET
-            sharp = 2 / lr * (0.3 + 0.7 * s / ONSET) * (1.001 if s == ONSET else 1.0)
-            rec.append(s, loss=2 * math.exp(-s / 60), grad_norm=1.0, lr=lr if schedule == "constant" else 1 / sharp,
-                       sharpness=sharp if measured else None, test_loss=1.0 if measured else None,
-                       test_accuracy=0.5 + 0.3 * s / ONSET if measured else None)
-    for s in t:
-        gap = 50 <= s <= 52  # a few steps with nothing measured
-        if "gd" in processes:
-            rd.recorder("gd").append(s, loss=np.nan if gap else gd_loss[s], sharpness=gd_s[s],
-                                     sharpness_avg2=gd_s_avg2[s], dist_constrained=math.hypot(x[s], 0.01))
-        if "predicted" in processes:
-            rd.recorder("predicted").append(s, x=x[s], y=y[s], v_norm=abs(x[s]), loss=pred_loss[s],
-                                            sharpness=pred_s[s], dist_gd=1e-3 * abs(x[s]))
-        if "generalized" in processes:
-            rd.recorder("generalized").append(s, x=0.99 * x[s], y=y[s], v_norm=0.99 * abs(x[s]),
-                                              loss=l_dag[s] + (0.99 * x[s]) ** 2 / lr, sharpness=pred_s[s] - 0.1)
-        if "constrained" in processes:
-            rd.recorder("constrained").append(s, loss=l_dag[s], sharpness=2 / lr, alpha=alpha, beta=beta,
-                                              delta=math.sqrt(2 * alpha / beta), epsilon=lr * math.sqrt(alpha),
-                                              lambda2=lam2[s], proj_steps=3)
-        if "flow" in processes:
-            rd.recorder("flow").append(s, time=lr * s, loss=0.9 * l_dag[s], sharpness=2 / lr + 0.1 * s,
-                                       dist_gd=0.01 * s, dist_constrained=0.01 * s, nfev=10)
-        if "diagnostics" in processes and s % 20 == 0:
-            rd.recorder("diagnostics").append(
-                s, alpha=alpha, epsilon=lr * math.sqrt(alpha), grad_alignment=0.9, gradS_perp_over_rho3=0.3,
-                rho4_over_eta_rho3sq=2.0, ratio_d3_v=0.1, ratio_d3_g=np.nan if s == 40 else 0.2, ratio_d2_v=0.05,
-                eig_0=2 / lr, eig_1=lam2[s], eig_2=1.0 / lr)
-        if "cost" in processes:
-            rd.recorder("cost").append(s, hvps=20, grads=5, d3=4, seconds=0.01)
-    rd.flush()
-    rd.write_summary({"lr": lr, "onset_step": ONSET if "train" in processes else None,
-                      "onset_sharpness": 2 / lr * 1.001 if "train" in processes else None,
-                      "stop_reason": "steps", "tracked_steps": steps})
-    return load_run(path)
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    return [make_run(root / "lr0.02", lr=0.02), make_run(root / "lr0.01", lr=0.01)]
-
+ONSET = 120   # conftest.make_run: the edge of its synthetic runs
 
 def _check_files(paths, stems):
     assert sorted(p.name for p in paths) == sorted(f"{s}.{e}" for s in stems for e in ("png", "pdf"))
@@ -120,13 +53,17 @@ def test_sharpness_is_two_step_averaged_and_gaps_stay_gaps(runs):
     ax_loss, ax_s, _ = fig.axes
     gd_loss = ax_loss.lines[0]
     assert np.isnan(gd_loss.get_ydata()[50:53]).all() and np.isfinite(gd_loss.get_ydata()[:50]).all()
-    pred_s = ax_s.lines[1]  # predicted, drawn as (S_t + S_{t+1})/2
+    pred_s = ax_s.lines[1]  # predicted, drawn as (S_{t-1} + S_t)/2, the pairing GD's records use
     s = run["predicted"]["sharpness"].to_numpy()
-    np.testing.assert_allclose(pred_s.get_ydata()[:-1], (s[:-1] + s[1:]) / 2)
-    assert np.isnan(pred_s.get_ydata()[-1])
+    np.testing.assert_allclose(pred_s.get_ydata()[1:], (s[:-1] + s[1:]) / 2)
+    assert np.isnan(pred_s.get_ydata()[0])
+    gd_s = ax_s.lines[0]    # GD: its recorded sharpness_avg2, as recorded
+    np.testing.assert_array_equal(gd_s.get_ydata(), run["gd"]["sharpness_avg2"].to_numpy())
     _close(fig)
     np.testing.assert_allclose(two_step_average(run["predicted"]["sharpness"].iloc[[0, 1, 3]]).to_numpy(),
-                               [(s[0] + s[1]) / 2, np.nan, np.nan, np.nan])  # step 2 missing: no average across it
+                               [np.nan, (s[0] + s[1]) / 2, np.nan, np.nan])  # step 2 missing: no average across it
+    np.testing.assert_allclose(two_step_average(s[:4]), [np.nan, (s[0] + s[1]) / 2, (s[1] + s[2]) / 2,
+                                                         (s[2] + s[3]) / 2])   # arrays: consecutive steps
 
 
 def test_zoom_window_isolates_the_first_cycle(runs):
@@ -145,7 +82,7 @@ def test_zoom_window_isolates_the_first_cycle(runs):
     _close(fig)
 
 
-def test_figure5_marks_where_each_eigenvalue_reaches_the_edge(tmp_path):
+def test_figure5_marks_where_each_eigenvalue_reaches_the_edge(make_run, tmp_path):
     run = make_run(tmp_path / "r", lr=0.02)
     fig = paper.make_figure5(run)
     ax = fig.axes[0]
@@ -159,7 +96,7 @@ def test_figure5_marks_where_each_eigenvalue_reaches_the_edge(tmp_path):
 
 
 @pytest.mark.parametrize("processes", [(), ("train",), ("gd", "constrained"), ("diagnostics",)])
-def test_half_finished_runs_still_plot(tmp_path, processes):
+def test_half_finished_runs_still_plot(make_run, tmp_path, processes):
     run = make_run(tmp_path / "r", processes=processes)
     makers = [paper.make_figure1, lambda r: paper.make_figure4([r]), lambda r: paper.make_figure4([r], zoomed=True),
               paper.make_appendix_e, paper.make_figure5, lambda r: paper.make_figure6([r])]
@@ -183,7 +120,7 @@ def test_plot_command_one_run(runs, tmp_path, capsys):
     assert str(out / "figure5.png") in printed and str(out / "figure5.pdf") in printed
 
 
-def test_plot_command_several_runs_combines_figures_4_and_6(tmp_path, capsys):
+def test_plot_command_several_runs_combines_figures_4_and_6(make_run, tmp_path, capsys):
     a = make_run(tmp_path / "sweep" / "a", lr=0.02, processes=("train", "gd", "predicted"), steps=60)
     b = make_run(tmp_path / "sweep" / "b", lr=0.01, processes=("train",), schedule="inverse_sharpness", steps=60)
     assert main(["plot", str(a.path), str(b.path), "--figures", "4,6"]) == 0
@@ -193,11 +130,12 @@ def test_plot_command_several_runs_combines_figures_4_and_6(tmp_path, capsys):
     assert "figure6.png" in capsys.readouterr().out
 
 
-def test_plot_command_default_figures_follow_the_records(tmp_path, capsys):
+def test_plot_command_default_figures_follow_the_records(make_run, tmp_path, capsys):
     run = make_run(tmp_path / "r", processes=("gd", "predicted"), steps=60)
     assert main(["plot", str(run.path)]) == 0
     out = capsys.readouterr().out
-    assert "skipped figure 1" in out and "skipped figure e" in out
+    assert "skipped: figure 1 needs training records (train); this run has only gd, predicted" in out
+    assert "skipped: figure e needs records along θ† (diagnostics, constrained)" in out
     _check_files(sorted((run.path / "figures").iterdir()), ["figure4", "figure4_zoom"])
 
 

@@ -48,9 +48,8 @@ def _report(run) -> None:
 
 
 def _figures(run) -> None:
-    from ..figures.paper import plot_runs
-    from ..records import load_run
-    paths = plot_runs([load_run(run.path)], run.path / "figures")
+    from ..figures.registry import draw_figures
+    paths = draw_figures(run.path, out=run.path / "figures")
     if paths:
         print(f"figures: {', '.join(p.name for p in paths if p.suffix == '.png')} in {run.path / 'figures'}")
 

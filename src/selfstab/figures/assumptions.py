@@ -48,8 +48,8 @@ def make_appendix_e(run):
     fig, axes = plt.subplots(2, 4, figsize=(15, 6.5))
     for ax, (field, title, verifies, floor) in zip(axes.flat, APPENDIX_E):
         s, mode = _diagnostic(run, field)
-        drawn = plot_process(ax, s, "constrained", mode=mode, label=None, ms=2,
-                             **({"marker": "."} if mode == "rows" else {}))
+        # sparse rows (every diagnostics_every steps) are markers: a line would invent the steps between
+        drawn = plot_process(ax, s, "constrained", mode=mode, label=None)
         ax.set_title(title, fontsize=8.5)
         ax.text(0.99, 0.99, verifies, transform=ax.transAxes, fontsize=7, color="0.35", ha="right", va="top")
         if field == "alpha":
@@ -61,7 +61,7 @@ def make_appendix_e(run):
         if not drawn:
             note(ax, [f"not recorded: {field}"])
         elif s.isna().any():
-            note(ax, [f"{int(s.isna().sum())} missing values (gaps)"])
+            note(ax, [f"{int(s.isna().sum())} missing values" + (" (gaps)" if mode == "dense" else "")])
         finish_empty(ax)
     for ax in axes[-1]:
         ax.set_xlabel(r"step $t$ along $\theta^\dagger$")
@@ -78,8 +78,8 @@ def appendix_e(run, out_dir: str | Path, stem: str = "appendix_e") -> list[Path]
 
 
 def _eigen_series(run) -> dict[int, tuple[pd.Series, str]]:
-    """The top eigenvalues of ∇²L(θ†) by index: ``diagnostics.eig_i`` (every k steps), with
-    λ₁ = ``constrained.sharpness`` and λ₂ = ``constrained.lambda2`` when those are denser."""
+    """The top eigenvalues of ∇²L(θ†) by index (0 = λ₁): ``diagnostics.eig_i`` (every k steps), with
+    λ₁ = ``constrained.sharpness`` (every step) when that is denser."""
     out: dict[int, tuple[pd.Series, str]] = {}
     frame = run.records.get("diagnostics")
     if frame is not None:
@@ -87,10 +87,9 @@ def _eigen_series(run) -> dict[int, tuple[pd.Series, str]]:
             m = re.fullmatch(r"eig_(\d+)", name)
             if m and column(run, "diagnostics", name) is not None:
                 out[int(m.group(1))] = (column(run, "diagnostics", name), "rows")
-    for i, field in ((0, "sharpness"), (1, "lambda2")):
-        s = column(run, "constrained", field)
-        if s is not None and (i not in out or s.notna().sum() > out[i][0].notna().sum()):
-            out[i] = (s, "dense")
+    s = column(run, "constrained", "sharpness")
+    if s is not None and (0 not in out or s.notna().sum() > out[0][0].notna().sum()):
+        out[0] = (s, "dense")
     return dict(sorted(out.items()))
 
 
@@ -99,28 +98,39 @@ def _first_at_least(s: pd.Series, level: float) -> int | None:
     return int(hit[0]) if len(hit) else None
 
 
+def stop_factor(run) -> float | None:
+    """``track.stop_lambda2`` of the run's config (tracking stops once λ₂(θ†) ≥ it/η); None if absent."""
+    value = (run.config.get("track") or {}).get("stop_lambda2")
+    return float(value) if value is not None else None
+
+
 def make_figure5(run):
     """Figure 5: the top eigenvalues of ∇²L over time — before θ₀ the measured sharpness of GD
     (``train``), after it the top-k eigenvalues along θ† — with 2/η, the stop line
     ``track.stop_lambda2/η``, and a vertical line in each eigenvalue's colour where it first reaches
-    2/η (dotted where it only reaches the stop line)."""
+    2/η (dotted where it only reaches the stop line), each named in the legend.
+
+    λ₁(θ†) is held at 2/η by construction: it is drawn thick and above the (thin, dashed) 2/η line,
+    so that it stays visible.  Eigenvalues measured every k steps (``diagnostics``) are markers."""
     plt = pyplot()
     lr = lr_of(run)
-    stop = float(run.config.get("track", {}).get("stop_lambda2", 1.9))
+    stop = stop_factor(run)
     step0, _ = onset(run)
     shift = step0 if step0 is not None else 0
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5), layout="constrained")
     missing = []
     train_s = column(run, "train", "sharpness")
     plot_process(ax, train_s, "train", mode="points", color="C0", ms=2, lw=0.8,
                  label=r"$\lambda_1$ along GD to $\theta_0$")
     eigs = _eigen_series(run)
     if not eigs:
-        missing.append("no eigenvalues along θ† (diagnostics.eig_i, constrained.sharpness/lambda2)")
+        missing.append("no eigenvalues along θ† (diagnostics.eig_i, constrained.sharpness)")
     for i, (s, mode) in eigs.items():
         color = f"C{i % 10}"
-        plot_process(ax, s, "constrained", mode=mode, shift=shift, color=color, ls="-", lw=1.0,
-                     label=rf"$\lambda_{{{i + 1}}}(\theta^\dagger_t)$", **({"marker": "."} if mode == "rows" else {}))
+        name = rf"$\lambda_{{{i + 1}}}$"
+        kw = dict(lw=1.8, zorder=3) if mode == "dense" else dict(zorder=3)
+        plot_process(ax, s, "constrained", mode=mode, shift=shift, color=color, ls="-",
+                     label=rf"$\lambda_{{{i + 1}}}(\theta^\dagger_t)$", **kw)
         if not lr > 0:
             continue
         level = REACHED * 2.0 / lr
@@ -129,24 +139,24 @@ def make_figure5(run):
             at = _first_at_least(s, level)
             at = None if at is None else at + shift
         if at is not None:
-            ax.axvline(at, color=color, lw=1.0)
-        elif i > 0:
+            ax.axvline(at, color=color, lw=1.0, label=rf"{name} reaches $2/\eta$ (step {at})")
+        elif i > 0 and stop is not None:
             near = _first_at_least(s, REACHED * stop / lr)
             if near is not None:
-                ax.axvline(near + shift, color=color, lw=1.0, ls=":")
+                ax.axvline(near + shift, color=color, lw=1.0, ls=":",
+                           label=rf"{name} reaches the stop line (step {near + shift})")
     if step0 is None and eigs:
         missing.append("onset unknown: steps along θ† counted from θ₀")
-    edge_line(ax, lr)
-    if lr > 0:
+    edge_line(ax, lr, zorder=2)   # under λ₁(θ†) (zorder 3), which sits on it
+    if lr > 0 and stop is not None:
         ax.axhline(stop / lr, color="0.6", ls=":", lw=1.0, label=rf"stop: $\lambda_2 = {stop:g}/\eta$")
     ax.set_xlabel("step $t$ (from initialization)" if step0 is not None else r"step $t$ since $\theta_0$")
     ax.set_ylabel("eigenvalues of the Hessian")
     ax.set_title(f"Figure 5: top eigenvalues enter the edge in turn — {lr_label(run)}, {run_title(run)}", fontsize=10)
     note(ax, missing)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
     finish_empty(ax)
-    fig.tight_layout()
     return fig
 
 

@@ -6,10 +6,12 @@
 * Figure 6 — a learning-rate sweep, with the ``η_t = 1/S(θ_t)`` schedule;
 * Appendix E and Figure 5 live in :mod:`.assumptions` and are re-exported here.
 
-Each ``make_*`` function returns a matplotlib Figure (tests count its axes); the
-function of the same name without ``make_`` saves it as PNG and PDF and returns
-the paths.  A half-finished run still plots: a missing process or field is
-skipped and named in a small note on the axes, a NaN is a gap in the line.
+Which figures exist, their captions and the records each needs are in :mod:`.registry`
+(:func:`~.registry.draw_figures` draws them for ``selfstab plot``, ``report``, ``run`` and
+``sweep``).  Each ``make_*`` function returns a matplotlib Figure (tests read its artists);
+the function of the same name without ``make_`` saves it as PNG and PDF and returns the
+paths.  A half-finished run still plots: a missing process or field is skipped and named in a
+small note on the axes, a NaN is a gap in the line.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ import numpy as np
 
 from ..records import Run
 from .assumptions import appendix_e, figure5, make_appendix_e, make_figure5
-from .style import (COLORS, LINESTYLES, column, dense, edge_line, finish_empty, is_inverse_sharpness, lr_colors,
-                    lr_label, lr_of, note, onset, plot_process, pyplot, run_title, save,
-                    sharpness_two_step)
+from .style import (column, dense, edge_line, finish_empty, is_inverse_sharpness, lr_colors, lr_label, lr_of,
+                    note, onset, outside_note, plot_process, pyplot, recorded_steps, run_title, save,
+                    sharpness_two_step, style_of)
 
-__all__ = ["FIGURES", "appendix_e", "available_figures", "figure1", "figure4", "figure5", "figure6",
-           "make_appendix_e", "make_figure1", "make_figure4", "make_figure5", "make_figure6", "zoom_window"]
+__all__ = ["TRACKED", "appendix_e", "figure1", "figure4", "figure5", "figure6", "make_appendix_e",
+           "make_figure1", "make_figure4", "make_figure5", "make_figure6", "zoom_window"]
 
 TRACKED = ("gd", "predicted", "generalized", "constrained", "flow")
 
@@ -39,23 +41,7 @@ DISTANCE = {
     "constrained": ("delta", r"$\delta_t = \sqrt{2\alpha_t/\beta_t}$"),
     "flow": ("dist_constrained", r"flow: $\|\theta_{\mathrm{flow}}(\eta t) - \theta^\dagger_t\|$"),
 }
-
-
-FIGURES = ("1", "4", "e", "5", "6")  # the names `selfstab plot --figures` takes
-
-
-def available_figures(run) -> list[str]:
-    """The figures (names from :data:`FIGURES`) this run has records for: 1 needs ``train``, 4 any
-    tracked process, E and 5 ``diagnostics`` or ``constrained``, 6 ``train.test_accuracy``."""
-    rec = run.records
-    out = ["1"] if "train" in rec else []
-    if any(p in rec for p in TRACKED):
-        out.append("4")
-    if "diagnostics" in rec or "constrained" in rec:
-        out += ["e", "5"]
-    if column(run, "train", "test_accuracy") is not None:
-        out.append("6")
-    return out
+SHADE = dict(color="0.85", alpha=0.5, lw=0, zorder=0)  # Figure 4: the zoom window on the full rows
 
 
 # ----------------------------------------------------------------------------- Figure 1
@@ -158,9 +144,14 @@ def zoom_window(run) -> tuple[int, int] | None:
     return int(s.index[a]), int(s.index[b])
 
 
-def _figure4_row(axes, run, window, shade) -> None:
+def _figure4_row(axes, run, window, shade, legend: bool) -> None:
+    """One row of Figure 4: loss, two-step sharpness and distance from θ†_t of each tracked process.
+
+    ``window``: draw only those steps (the zoom); ``shade``: the zoom window, shaded on the full row;
+    ``legend``: this row's distance panel carries the legend of the distance curves, outside the axes."""
     ax_loss, ax_s, ax_d = axes
-    missing = {ax: [] for ax in axes}
+    absent = {ax: [] for ax in axes}      # never recorded
+    empty = {ax: [] for ax in axes}       # recorded, but nothing in the window
     for process in TRACKED:
         series = {ax_loss: column(run, process, "loss"), ax_s: sharpness_two_step(run, process),
                   ax_d: column(run, process, DISTANCE[process][0])}
@@ -170,19 +161,24 @@ def _figure4_row(axes, run, window, shade) -> None:
                 kw["label"] = DISTANCE[process][1]
                 if process == "constrained":
                     kw.update(ls="-.", lw=1.2)
-            if not plot_process(ax, s, process, **kw):
-                missing[ax].append(process)
+            if s is None:
+                absent[ax].append(process)
+            elif not plot_process(ax, s, process, **kw):
+                empty[ax].append(process)
     edge_line(ax_s, lr_of(run))
     ax_loss.set_ylabel("loss")
-    ax_s.set_ylabel("sharpness (two-step avg.)")
+    ax_s.set_ylabel(r"sharpness, $(S_{t-1}+S_t)/2$")
     ax_d.set_ylabel(r"distance from $\theta^\dagger_t$")
     ax_loss.set_title(f"{lr_label(run)} — {run_title(run)}", fontsize=9, loc="left")
-    if ax_d.lines:
-        ax_d.legend(fontsize=6, loc="upper left")
+    if legend and ax_d.lines:
+        ax_d.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
     for ax in axes:
         if shade is not None and ax.lines:
-            ax.axvspan(shade[0], shade[1], color="0.85", alpha=0.5, lw=0, zorder=0)
-        note(ax, [f"not recorded: {', '.join(missing[ax])}"] if missing[ax] else [])
+            ax.axvspan(shade[0], shade[1], **SHADE)
+        lines = [f"not recorded: {', '.join(absent[ax])}"] if absent[ax] else []
+        if empty[ax]:
+            lines.append(f"nothing recorded in steps {window[0]}–{window[1]}: {', '.join(empty[ax])}")
+        note(ax, lines)
         finish_empty(ax)
 
 
@@ -190,36 +186,53 @@ def make_figure4(runs: Sequence, zoom: tuple[int, int] | None = None, *, zoomed:
     """Figure 4: one row per run (sorted by η), columns loss / sharpness / distance from θ†_t, for GD,
     the predicted dynamics, the generalized prediction, θ†_t and gradient flow, against tracked steps.
 
-    Sharpnesses are two-step averages ``(S_t + S_{t+1})/2``, as in the paper.  ``zoomed``: show only
-    one cycle — ``zoom = (first, last)`` for every row, or by default each run's :func:`zoom_window`;
-    otherwise that window is shaded on the full rows.
-    """
+    Sharpnesses are the two-step averages ``(S_{t−1} + S_t)/2`` of :func:`~.style.two_step_average`.
+    ``zoomed``: show only one cycle — ``zoom = (first, last)`` for every row, or by default each run's
+    :func:`zoom_window`; otherwise that window is shaded on the full rows (and named in the legend).
+    A window outside a run's records is said so on its row ("steps 500–600 are outside the
+    recorded steps 0–125")."""
     plt = pyplot()
+    from matplotlib.patches import Patch
+
     runs = sorted(runs, key=lr_of)
     rows = max(len(runs), 1)
-    fig, axes = plt.subplots(rows, 3, figsize=(13, 3.0 * rows + 0.6), squeeze=False)
-    for row, run in zip(axes, runs):
+    fig, axes = plt.subplots(rows, 3, figsize=(15, 3.0 * rows + 0.9), squeeze=False, layout="constrained")
+    shaded = False
+    for i, (row, run) in enumerate(zip(axes, runs)):
         window = zoom if zoom is not None else zoom_window(run)
-        _figure4_row(row, run, window if zoomed else None, None if zoomed else window)
+        steps = recorded_steps(run, TRACKED)
+        outside = outside_note(window, steps) if window is not None else None
+        if outside is not None:   # nothing of this run in the window: neither zoom on it nor shade it
+            if zoomed:
+                for ax in row:
+                    note(ax, [outside])
+                    finish_empty(ax)
+                row[0].set_title(f"{lr_label(run)} — {run_title(run)}", fontsize=9, loc="left")
+                continue
+            window = None
+        _figure4_row(row, run, window if zoomed else None, None if zoomed else window, legend=i == 0)
+        shaded |= not zoomed and window is not None
         if zoomed and window is None:
             note(row[1], ["no cycle found: full range shown"])
+        elif zoomed and steps is not None and (window[0] < steps[0] or window[1] > steps[1]):
+            note(row[1], [f"recorded steps: {steps[0]}–{steps[1]} only"])
+        elif not zoomed and outside is not None:
+            note(row[1], [f"zoom window: {outside}"])
     if not runs:
         for ax in axes[0]:
             note(ax, ["no runs"])
             finish_empty(ax)
     for ax in axes[-1]:
         ax.set_xlabel(r"step $t$ since $\theta_0$")
-    names = {"gd": "gradient descent", "predicted": "predicted dynamics, eq. (6)",
-             "generalized": "generalized prediction (App. F)", "constrained": r"constrained $\theta^\dagger_t$",
-             "flow": "gradient flow"}
-    handles = [plt.Line2D([], [], color=COLORS[p], ls=LINESTYLES[p], label=names[p])
+    handles = [plt.Line2D([], [], color=style_of(p).color, ls=style_of(p).ls, label=style_of(p).label)
                for p in TRACKED if any(p in r.records for r in runs)]
     handles.append(plt.Line2D([], [], ls="--", color="0.4", label=r"$2/\eta$"))
+    if shaded:
+        handles.append(Patch(facecolor=SHADE["color"], alpha=SHADE["alpha"],
+                             label="shaded: the cycle shown in the zoom (figure4_zoom)"))
     title = "Figure 4 (one cycle)" if zoomed else "Figure 4"
     fig.suptitle(f"{title}: gradient descent against the predictions of self-stabilization", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / (3.0 * rows + 0.6)))
-    fig.legend(handles=handles, loc="upper center", ncol=6, fontsize=8, frameon=False,
-               bbox_to_anchor=(0.5, 1 - 0.25 / (3.0 * rows + 0.6)))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
     return fig
 
 
@@ -239,10 +252,11 @@ def figure4(runs, out_dir: str | Path, zoom: tuple[int, int] | None = None) -> l
 def make_figure6(runs: Sequence):
     """Figure 6: training loss, test accuracy and sharpness against steps, one curve per run of a
     sweep (sorted by η; the ``η_t = 1/S(θ_t)`` runs labelled so, in black), with each constant
-    η's ``2/η`` dashed in the run's colour."""
+    η's ``2/η`` dashed in the run's colour.  The title says "several step sizes" only when the runs
+    have several."""
     plt = pyplot()
     runs = sorted(runs, key=lambda r: (is_inverse_sharpness(r), lr_of(r)))
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.0))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.0), layout="constrained")
     ax_l, ax_a, ax_s = axes
     missing = {ax: [] for ax in axes}
     for run, color in zip(runs, lr_colors(runs)):
@@ -265,10 +279,15 @@ def make_figure6(runs: Sequence):
         note(ax, [f"not recorded: {', '.join(missing[ax])}"] if missing[ax] else [])
         finish_empty(ax)
     if ax_l.lines:
-        ax_l.legend(fontsize=8, loc="upper right")
-    fig.suptitle("Figure 6: full-batch GD at several step sizes" + (f" — {run_title(runs[0])}" if runs else ""),
-                 fontsize=11)
-    fig.tight_layout()
+        ax_l.legend(fontsize=8, loc="best")
+    sizes = list(dict.fromkeys(lr_label(r) for r in runs))
+    if len(sizes) > 1:
+        what = "at several step sizes"
+    elif sizes:
+        what = f"at {sizes[0]}" + (f" ({len(runs)} runs)" if len(runs) > 1 else "")
+    else:
+        what = "(no runs)"
+    fig.suptitle(f"Figure 6: full-batch GD {what}" + (f" — {run_title(runs[0])}" if runs else ""), fontsize=11)
     return fig
 
 
@@ -276,20 +295,3 @@ def figure6(runs, out_dir: str | Path, stem: str = "figure6") -> list[Path]:
     """Save :func:`make_figure6` as ``stem``.png/.pdf in ``out_dir``; returns the paths."""
     runs = [runs] if isinstance(runs, Run) else list(runs)
     return save(make_figure6(runs), out_dir, stem)
-
-
-def plot_runs(runs: Sequence, out_dir: str | Path, names: Sequence[str] | None = None) -> list[Path]:
-    """Every figure the records of ``runs`` allow (or those in ``names``): per-run ones for a single run,
-    the combined Figures 4 and 6 across runs."""
-    runs = list(runs)
-    paths: list[Path] = []
-    available = set().union(*(available_figures(r) for r in runs)) if runs else set()
-    wanted = [n for n in FIGURES if n in available and (names is None or n in names)]
-    for name in wanted:
-        if name == "4":
-            paths += figure4([r for r in runs if "4" in available_figures(r)], out_dir)
-        elif name == "6":
-            paths += figure6([r for r in runs if "6" in available_figures(r)], out_dir)
-        elif len(runs) == 1:
-            paths += {"1": figure1, "e": appendix_e, "5": figure5}[name](runs[0], out_dir)
-    return paths

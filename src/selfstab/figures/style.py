@@ -1,38 +1,50 @@
-"""Shared look of the paper's figures: one colour and line style per process, the 2/η line,
-small "what is missing" notes, and saving as PNG + PDF.
+"""Shared look of the paper's figures: the one table of process labels, colours and line styles
+(:data:`PROCESSES`), the two-step sharpness average, the 2/η line, small "what is missing" notes,
+and saving as PNG + PDF.
 
 Nothing here reads a run beyond picking columns out of ``run.records``; nothing
-recomputes a trajectory.  matplotlib's Agg backend is chosen inside
-:func:`pyplot`, never at import, so importing selfstab leaves a user's backend alone.
+recomputes a trajectory.  matplotlib is imported inside :func:`pyplot` only (Agg backend),
+never at import, so importing selfstab neither costs its start-up nor changes a user's backend.
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
-# One colour per process, the same in every figure.
-COLORS = {
-    "gd": "#1f77b4",
-    "predicted": "#ff7f0e",
-    "generalized": "#9467bd",
-    "constrained": "#2ca02c",
-    "flow": "#d62728",
-    "train": "#1f77b4",
+
+@dataclass(frozen=True)
+class ProcessStyle:
+    """How one process looks in every figure: its legend label, colour and line style."""
+
+    label: str
+    color: str
+    ls: str = "-"
+
+
+# The one table of process labels and colours (``train`` is GD on its way to the edge).
+PROCESSES: dict[str, ProcessStyle] = {
+    "gd": ProcessStyle("gradient descent", "#1f77b4", "-"),
+    "predicted": ProcessStyle(r"predicted dynamics, eq. (6): $\theta^\dagger_t + v_t$", "#ff7f0e", "--"),
+    "generalized": ProcessStyle("generalized prediction (App. F)", "#9467bd", ":"),
+    "constrained": ProcessStyle(r"constrained trajectory $\theta^\dagger_t$", "#2ca02c", "-"),
+    "flow": ProcessStyle("gradient flow", "#d62728", "-"),
+    "central": ProcessStyle("central flow", "#8c564b", "-."),
+    "constrained_k": ProcessStyle(r"$k$-constrained trajectory", "#17becf", "-"),
+    "train": ProcessStyle("gradient descent", "#1f77b4", "-"),
 }
-LABELS = {
-    "gd": "gradient descent",
-    "predicted": r"predicted, eq. (6): $\theta^\dagger_t + v_t$",
-    "generalized": "generalized prediction (App. F)",
-    "constrained": r"constrained $\theta^\dagger_t$",
-    "flow": "gradient flow",
-    "train": "gradient descent",
-}
-LINESTYLES = {"gd": "-", "predicted": "--", "generalized": ":", "constrained": "-", "flow": "-", "train": "-"}
+
+
+def style_of(process: str) -> ProcessStyle:
+    """The :data:`PROCESSES` entry of ``process`` (grey and its own name for one not in the table)."""
+    return PROCESSES.get(process) or ProcessStyle(process, "0.3", "-")
+
+
 EDGE_STYLE = dict(ls="--", lw=1.0, color="0.4")
 NOTE_STYLE = dict(fontsize=7, color="0.35", ha="left", va="bottom")
 
@@ -82,29 +94,48 @@ def dense(s: pd.Series) -> pd.Series:
     return s.reindex(pd.RangeIndex(int(s.index.min()), int(s.index.max()) + 1, name=s.index.name))
 
 
-def two_step_average(s: pd.Series) -> pd.Series:
-    """``(s_t + s_{t+1})/2`` at step ``t`` (NaN where either is missing): the paper's sharpness plots
-    use it to remove the period-2 oscillation ``(∇S·u)x_t``."""
-    d = dense(s)
-    return (d + d.shift(-1)) / 2.0
+def two_step_average(s):
+    """The two-step sharpness average ``(S_{t−1} + S_t)/2`` at step ``t`` (docs/theory.md §6).
+
+    This is the pairing the tracker records as ``gd.sharpness_avg2``: it needs only the steps already
+    taken, so it is known at step ``t`` as soon as ``S_t`` is.  The paper's Figure 4 averages two
+    consecutive iterates to remove the period-2 oscillation ``(∇S·u)x_t``; which of the two pairings
+    is used only moves the curve by one step.  NaN at the first step and wherever either step is
+    missing (a gap in the records stays a gap, it is never averaged across).
+
+    ``s``: a Series indexed by step (returned as a Series on every step from the first to the last),
+    or a 1-D array of consecutive steps (returned as an array of the same length).
+    """
+    if isinstance(s, pd.Series):
+        d = dense(s.astype(float))
+        return (d + d.shift(1)) / 2.0
+    a = np.asarray(s, dtype=float)
+    out = np.full_like(a, np.nan)
+    out[1:] = (a[:-1] + a[1:]) / 2.0
+    return out
 
 
 def sharpness_two_step(run, process: str) -> pd.Series | None:
-    """``(S_t + S_{t+1})/2`` at step ``t`` of ``process``, from its ``sharpness`` column.
+    """The two-step average :func:`two_step_average` of ``process``'s sharpness, by step.
 
-    Every process is averaged here, the same way, so predictions and GD line up step for step;
-    a recorded ``sharpness_avg2`` is used only when the raw ``sharpness`` is missing."""
+    The recorded ``sharpness_avg2`` column when there is one (GD's), else the average of the
+    recorded ``sharpness``: every process is averaged with the same pairing, so predictions and GD
+    line up step for step.  None when neither is recorded."""
+    avg = column(run, process, "sharpness_avg2")
+    if avg is not None:
+        return dense(avg)
     s = column(run, process, "sharpness")
-    if s is not None:
-        return two_step_average(s)
-    return column(run, process, "sharpness_avg2")
+    return None if s is None else two_step_average(s)
 
 
 def lr_of(run) -> float:
-    """The run's η: the summary's ``lr``, else ``config["train"]["lr"]``; NaN when neither exists."""
+    """The run's η: the summary's ``lr``, else the config's run-level ``lr``, else ``train.lr`` (older
+    runs); NaN when none exists."""
     lr = run.summary.get("lr")
     if lr is None:
-        lr = run.config.get("train", {}).get("lr")
+        lr = run.config.get("lr")
+    if lr is None:
+        lr = (run.config.get("train") or {}).get("lr")
     return float(lr) if lr is not None else float("nan")
 
 
@@ -146,22 +177,25 @@ def lr_colors(runs: Iterable) -> list:
     return ["k" if is_inverse_sharpness(r) else cmap(pos[lr_of(r)]) for r in runs]
 
 
-def edge_line(ax, lr: float, color=None, label: str | None = r"$2/\eta$") -> None:
-    """The stability threshold ``2/η`` as a dashed horizontal line."""
+def edge_line(ax, lr: float, color=None, label: str | None = r"$2/\eta$", **kw):
+    """The stability threshold ``2/η`` as a dashed horizontal line (returned; None when η is unknown)."""
     if np.isfinite(lr) and lr > 0:
-        style = dict(EDGE_STYLE, **({"color": color} if color is not None else {}))
-        ax.axhline(2.0 / lr, label=label, **style)
+        style = dict(EDGE_STYLE, **({"color": color} if color is not None else {}), **kw)
+        return ax.axhline(2.0 / lr, label=label, **style)
+    return None
 
 
 def plot_process(ax, s: pd.Series | None, process: str, *, label: str | None = "", mode: str = "dense",
                  shift: int = 0, window: tuple[int, int] | None = None, **kw) -> bool:
-    """Draw one process's series in its colour; False (and nothing drawn) when ``s`` is None.
+    """Draw one process's series in its colour; False (and nothing drawn) when ``s`` is None or has
+    no value in the window.
 
-    ``mode``: ``"dense"`` — a value per step is expected, a missing step or a NaN is a gap;
-    ``"points"`` — measured only at some steps (NaN elsewhere, like ``train.sharpness``): join the
-    measured points; ``"rows"`` — one row per measurement (like ``diagnostics``): join the rows, a
-    NaN in a row is a gap.  ``shift`` is added to the steps; ``window = (a, b)`` keeps steps a..b
-    (before the shift) so the y-axis autoscales to what is shown.
+    ``mode``: ``"dense"`` — a value per step is expected, a missing step or a NaN is a gap in the
+    line; ``"points"`` — measured only at some steps (NaN elsewhere, like ``train.sharpness``): the
+    measured points joined, with small markers; ``"rows"`` — sparse measurements (one row every k
+    steps, like ``diagnostics``): markers only, never a straight line across the steps between them.
+    ``label=""`` takes the process's label from :data:`PROCESSES`.  ``shift`` is added to the steps;
+    ``window = (a, b)`` keeps steps a..b (before the shift) so the y-axis autoscales to what is shown.
     """
     if s is None:
         return False
@@ -171,17 +205,41 @@ def plot_process(ax, s: pd.Series | None, process: str, *, label: str | None = "
         s = s.dropna()
         kw.setdefault("marker", ".")
         kw.setdefault("ms", 3)
+    elif mode == "rows":
+        s = s.dropna()
+        kw.setdefault("marker", "o")
+        kw.setdefault("ms", 3)
+        kw["ls"] = "none"
     elif mode == "dense":
         s = dense(s)
-    elif mode != "rows":
+    else:
         raise ValueError(f"mode must be dense, points or rows, got {mode!r}")
-    if len(s) == 0:
+    if len(s) == 0 or not np.isfinite(s.to_numpy()).any():
         return False
-    style = dict(color=COLORS.get(process), ls=LINESTYLES.get(process, "-"), lw=1.0)
+    look = style_of(process)
+    style = dict(color=look.color, ls=look.ls, lw=1.0)
     style.update(kw)
-    ax.plot(s.index.to_numpy() + shift, s.to_numpy(), label=LABELS.get(process, process) if label == "" else label,
-            **style)
+    ax.plot(s.index.to_numpy() + shift, s.to_numpy(), label=look.label if label == "" else label, **style)
     return True
+
+
+def recorded_steps(run, processes: Iterable[str]) -> tuple[int, int] | None:
+    """``(first, last)`` step recorded by any of ``processes`` in ``run``; None when none has a row."""
+    idx = [run.records[p].index for p in processes if p in run.records and len(run.records[p])]
+    if not idx:
+        return None
+    return int(min(i.min() for i in idx)), int(max(i.max() for i in idx))
+
+
+def outside_note(window: tuple[int, int], steps: tuple[int, int] | None) -> str | None:
+    """The note for a zoom ``window`` with nothing recorded in it, e.g. "steps 500–600 are outside the
+    recorded steps 0–125"; None when the window overlaps the recorded ``steps``."""
+    a, b = window
+    if steps is None:
+        return f"steps {a}–{b}: nothing recorded"
+    if b < steps[0] or a > steps[1]:
+        return f"steps {a}–{b} are outside the recorded steps {steps[0]}–{steps[1]}"
+    return None
 
 
 def note(ax, lines: Iterable[str]) -> None:

@@ -15,7 +15,8 @@ from selfstab.report import key_numbers, relative_error, write_report
 from selfstab.theory import simplified_dynamics
 
 NAN = math.nan
-CONFIG = {"seed": 0, "model": {"name": "mlp"}, "data": {"name": "digits"}, "loss": "mse", "train": {"lr": 0.1}}
+CONFIG = {"seed": 0, "model": {"name": "mlp"}, "data": {"name": "digits"}, "loss": "mse", "train": {"lr": 0.1},
+          "track": {"stop_lambda2": 1.7}}
 
 
 def _append(rd, process, columns):
@@ -27,14 +28,15 @@ def _append(rd, process, columns):
 def hand_run(path):
     """Five tracked steps with known answers (see test_key_numbers_by_hand)."""
     rd = RunDir.create(path, CONFIG)
-    # sharpness_avg2 deliberately disagrees: the raw sharpness, averaged like the prediction's, wins
-    _append(rd, "gd", {"loss": [1.0, 2.0, NAN, 4.0, 5.0], "sharpness": [10.0, 10.0, 10.0, 10.0, 10.0],
-                       "sharpness_avg2": [NAN, 99.0, 99.0, 99.0, 99.0],
+    # GD oscillates around 10; its recorded two-step average (S_{t-1} + S_t)/2 is 10 from step 1 on
+    _append(rd, "gd", {"loss": [1.0, 2.0, NAN, 4.0, 5.0], "sharpness": [9.0, 11.0, 9.0, 11.0, 9.0],
+                       "sharpness_avg2": [NAN, 10.0, 10.0, 10.0, 10.0],
                        "dist_constrained": [0.1, 0.3, 0.2, 0.5, 0.4]})
     _append(rd, "predicted", {"loss": [1.1, 1.0, 3.0, 5.0, 5.0], "sharpness": [11.0, 9.0, 12.0, 10.0, 10.0],
                               "dist_gd": [1.0, 3.0, 2.0, NAN, NAN]})
-    _append(rd, "constrained", {"delta": [0.2, 0.4, 0.6, 0.8, 1.0], "lambda2": [14.0, 15.0, 16.0, 17.0, 18.0],
-                                "epsilon": [0.1, 0.1, 0.2, 0.2, 0.3]})
+    _append(rd, "constrained", {"delta": [0.2, 0.4, 0.6, 0.8, 1.0], "epsilon": [0.1, 0.1, 0.2, 0.2, 0.3]})
+    for t, lam2 in ((0, 14.0), (2, 18.0), (4, 16.0)):   # λ₂ is measured with the diagnostics, every k steps
+        rd.recorder("diagnostics").append(t, lambda2=lam2, eig_0=20.0, eig_1=lam2)
     _append(rd, "flow", {"dist_gd": [0.0, 1.0, 2.0, 3.0, NAN], "dist_constrained": [0.0, 0.5, 1.0, 1.5, 2.5]})
     _append(rd, "cost", {"hvps": [10, 20, 30, 40, 50], "grads": [1, 1, 2, 2, 4], "d3": [3, 3, 3, 3, 3],
                          "seconds": [0.1, 0.2, 0.3, 0.4, 0.5]})
@@ -51,11 +53,12 @@ def test_key_numbers_by_hand(tmp_path):
         == (0.1, 2, 20.5, "lambda2", 4, 8970)
     # loss: |pred − gd|/|gd| at steps 0, 1, 3, 4 (gd missing at 2) = 0.1, 0.5, 0.25, 0
     assert k["median_rel_err_loss"] == pytest.approx(0.175) and k["max_rel_err_loss"] == pytest.approx(0.5)
-    # sharpness: predicted two-step averages 10, 10.5, 11, 10 (none at step 4) against 10, 10, 10, 10
+    # sharpness: predicted two-step averages (S_{t-1} + S_t)/2 = 10, 10.5, 11, 10 at steps 1-4 against 10
     assert k["median_rel_err_sharpness"] == pytest.approx(0.025) and k["max_rel_err_sharpness"] == pytest.approx(0.1)
     assert k["median_dist_gd"] == pytest.approx(2.0)
     assert k["median_dist_constrained"] == pytest.approx(0.3) and k["median_delta"] == pytest.approx(0.6)
     assert k["median_epsilon"] == pytest.approx(0.2) and k["max_lambda2_times_lr"] == pytest.approx(1.8)
+    assert k["stop_lambda2"] == 1.7   # the config's track.stop_lambda2, not a constant
     assert k["gd_dist_constrained_end"] == pytest.approx(0.4)
     assert k["flow_dist_gd_end"] == pytest.approx(3.0)  # the last recorded value; step 4 is NaN
     assert k["flow_dist_constrained_end"] == pytest.approx(2.5)
@@ -69,15 +72,29 @@ def test_key_numbers_of_a_bare_run_fall_back_to_records(tmp_path):
     rd = RunDir.create(tmp_path / "r", CONFIG)
     _append(rd, "train", {"loss": [3.0, 2.0, 1.0, 0.5], "sharpness": [5.0, NAN, 19.0, 20.0]})
     _append(rd, "gd", {"loss": [1.0, 1.0, 1.0], "sharpness_avg2": [NAN, 20.0, 21.0]})
-    _append(rd, "predicted", {"sharpness": [20.0, 20.0, 22.0, 20.0]})
+    _append(rd, "predicted", {"sharpness": [20.0, 22.0, 22.0, 20.0]})
     _append(rd, "timing", {"seconds": [1.0, 2.0, 6.0]})  # wall clock kept apart from cost
     rd.flush()
     k = key_numbers(load_run(tmp_path / "r"))
     assert k["onset_step"] == 3 and k["onset_sharpness"] == 20.0 and k["lr"] == 0.1  # first S ≥ 2/η = 20
     assert k["tracked_steps"] == 2 and k["median_rel_err_loss"] is None and k["mean_hvps"] is None
     assert k["mean_seconds"] == pytest.approx(3.0)
-    # no raw gd.sharpness: the recorded two-step averages (20, 21 at steps 1, 2) against 21, 21
-    assert k["median_rel_err_sharpness"] == pytest.approx((0.05 + 0.0) / 2)
+    # no raw gd.sharpness: the recorded two-step averages (20, 21 at steps 1, 2) against the prediction's
+    # (S_{t-1} + S_t)/2 = 21, 22 there
+    assert k["median_rel_err_sharpness"] == pytest.approx((0.05 + 1 / 21) / 2)
+
+
+def test_lambda2_threshold_and_lr_come_from_the_run(tmp_path):
+    """λ₂ from diagnostics.lambda2, the stop threshold from track.stop_lambda2, η from the run-level lr."""
+    text = write_report(hand_run(tmp_path / "r")).read_text(encoding="utf-8")
+    assert "<td>max η·λ₂(θ†)</td><td>1.8</td>" in text
+    assert "<td>tracking stops at η·λ₂(θ†) =</td><td>1.7</td>" in text and "1.9" not in text
+    rd = RunDir.create(tmp_path / "new", {**{k: v for k, v in CONFIG.items() if k != "train"}, "lr": 0.25,
+                                          "train": {"schedule": "constant"}})
+    _append(rd, "train", {"loss": [3.0, 2.0], "sharpness": [5.0, 8.0]})
+    rd.flush()
+    k = key_numbers(load_run(tmp_path / "new"))
+    assert k["lr"] == 0.25 and k["onset_step"] == 1   # first S ≥ 2/η = 8
 
 
 def test_relative_error_drops_missing_and_zero_references():
