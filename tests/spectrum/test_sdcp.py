@@ -146,3 +146,21 @@ def test_bad_input_is_a_one_line_error():
         solve_sdcp(np.ones((2, 3)), np.eye(3))
     with pytest.raises(ConfigError, match="on_fail"):
         solve_sdcp(-np.eye(2), np.eye(3), on_fail="ignore")
+
+
+def test_singular_operator_gives_the_minimum_norm_solution_in_any_basis():
+    # a zero off-diagonal pair vector (two decoupled directions): only X_11 and X_22 are determined
+    A = -np.diag([0.3, 0.3])
+    M = np.diag([2.0, 0.0, 2.0])
+    want = np.diag([0.15, 0.15])
+    assert np.abs(solve_sdcp(A, M).X.numpy() - want).max() < 1e-10
+    # the same problem in a rotated basis: the operator is rotated with it, and so is the answer
+    c, s = math.cos(0.4), math.sin(0.4)
+    R = np.array([[c, s], [-s, c]])
+
+    def rotated(X):
+        return R @ smat(M @ svec(R.T @ X @ R), 2) @ R.T
+
+    res = solve_sdcp(R @ A @ R.T, rotated)
+    assert res.converged
+    assert np.abs(res.X.numpy() - R @ want @ R.T).max() < 1e-10

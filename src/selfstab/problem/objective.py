@@ -451,6 +451,82 @@ class Point:
         obj.counts["d3"] += 1
         return out
 
+    def _hvps_with_graph(self, gr: _Graph, V: Tensor) -> Tensor:
+        """``H V`` for the rows of ``V`` (m, d) on one chunk's graph, keeping the graph for a further backward."""
+        try:  # one batched backward (vmap over the gradient graph)
+            return torch.autograd.grad(gr.grad, gr.theta, V, is_grads_batched=True, create_graph=True,
+                                       retain_graph=True, allow_unused=True, materialize_grads=True)[0]
+        except RuntimeError:  # an op without a batching rule: the same products one by one
+            return torch.stack([_grad(gr.grad, gr.theta, v, create_graph=True, retain_graph=True) for v in V])
+
+    def d3_form(self, U: Tensor, X: Tensor) -> Tensor:
+        """``D(X) = Σ_ij X_ij ∇³L(θ)(u_i, u_j) = ∇_θ ⟨X, UᵀH(θ)U⟩`` with ``U`` held fixed (docs/theory.md §10).
+
+        ``U`` (k, d): the vectors ``u_i`` as rows; ``X`` (k, k) symmetric (any
+        dtype; used in float64 and cast).  Returns shape ``(d,)``.  One
+        third-derivative product whatever ``k``: ``X`` is diagonalized,
+        ``X = Σ_m μ_m c_m c_mᵀ``, so ``⟨X, UᵀHU⟩ = Σ_m μ_m w_mᵀHw_m`` with
+        ``w_m = Uᵀc_m``; the ``r = rank(X)`` products ``Hw_m`` are one batched
+        HVP kept in the graph and the scalar is differentiated once.  The work
+        therefore grows with the rank of ``X``, not with ``k`` (a zero ``X``
+        costs nothing).  Counted as one ``d3``.
+        """
+        obj = self.objective
+        U = obj._vectors(U).reshape(-1, obj.dim)
+        X = torch.as_tensor(X, dtype=torch.float64).reshape(U.shape[0], U.shape[0]).cpu()
+        X = 0.5 * (X + X.T)
+        out = torch.zeros_like(self.theta)
+        if U.shape[0] == 0:
+            return out
+        mu, C = torch.linalg.eigh(X)
+        keep = mu.abs() > 1e-15 * float(mu.abs().max()) if float(mu.abs().max()) > 0 else mu.abs() > 0
+        if not bool(keep.any()):
+            return out
+        W = C[:, keep].T.to(U) @ U                         # (r, d)
+        mu = mu[keep].to(U)
+        for gr in self._graphs_iter():
+            HW = self._hvps_with_graph(gr, W)
+            out += _grad((mu[:, None] * W * HW).sum(), gr.theta, retain_graph=True)
+        if obj._reduce is not None:
+            out = obj._reduce(out)
+        obj.counts["d3"] += 1
+        return out
+
+    def d3_pairs(self, U: Tensor) -> Tensor:
+        """The pair vectors ``∇³L(θ)(u_i, u_j)`` for ``i ≤ j`` (docs/theory.md §10), shape ``(k(k+1)/2, d)``.
+
+        Rows in the order of ``torch.triu_indices(k, k)``: (0,0), (0,1), …, (0,k−1),
+        (1,1), ….  Cost: ``k`` HVPs kept in the point's gradient graph (``Hu_i``)
+        and then ``k(k+1)/2`` backward passes through them (``∇(u_jᵀHu_i)`` for
+        ``j ≥ i``, one batched backward per ``i``), i.e. somewhat less
+        than ``k(k+1)/2`` separate :meth:`d3` calls, which would each rebuild
+        their ``Hu_i``.  Counted as ``k(k+1)/2`` ``d3``.
+        """
+        obj = self.objective
+        U = obj._vectors(U).reshape(-1, obj.dim)
+        k = U.shape[0]
+        out = torch.zeros(k * (k + 1) // 2, obj.dim, dtype=self.theta.dtype, device=self.theta.device)
+        if k == 0:
+            return out
+        for gr in self._graphs_iter():
+            row = 0
+            for i in range(k):
+                rest = U[i:]
+                # Hu_i on its own graph (a slice of a batched product would carry the whole batch backwards)
+                hu = _grad(gr.grad, gr.theta, U[i], create_graph=True, retain_graph=True)
+                if hu.requires_grad:
+                    try:
+                        block = torch.autograd.grad(hu, gr.theta, rest, is_grads_batched=True, retain_graph=True,
+                                                    allow_unused=True, materialize_grads=True)[0]
+                    except RuntimeError:
+                        block = torch.stack([_grad(hu, gr.theta, v, retain_graph=True) for v in rest])
+                    out[row:row + rest.shape[0]] += block
+                row += rest.shape[0]
+        if obj._reduce is not None:
+            out = obj._reduce(out)
+        obj.counts["d3"] += k * (k + 1) // 2
+        return out
+
     def d4(self, w: Tensor) -> Tensor:
         """``∇⁴L(θ)(w, w, w)``, shape ``(d,)`` (for the ``ρ₄`` estimate of Appendix E)."""
         obj = self.objective

@@ -28,7 +28,8 @@ compiled once per ``k``), on a rescaled copy (``‖A‖ = ‖M‖ = 1``).  An in
 point stops a little inside the cone; the answer is then *polished*: on the
 face ``X = V Y Vᵀ`` spanned by its ``r`` clearly nonzero eigenvectors, the
 stationarity ``Vᵀ(A + B(VYVᵀ))V = 0`` is a linear system in ``Y`` (exact: the
-objective is quadratic), and ``V`` is re-taken from the null space of ``Z``
+objective is quadratic; where ``B`` is singular on the face, so that ``X`` is
+not unique, its minimum-norm solution), and ``V`` is re-taken from the null space of ``Z``
 until the KKT residuals below stop improving.  Every result carries them:
 
 - ``primal``: ``max(0, −λ_min(X)) / ‖X‖``,
@@ -218,40 +219,45 @@ def _face_solve(A: np.ndarray, M: np.ndarray, V: np.ndarray) -> np.ndarray | Non
         e[c] = 1.0
         L[:, c] = svec(V.T @ _apply(M, V @ smat(e, r) @ V.T) @ V)
     rhs = -svec(V.T @ A @ V)
-    try:
-        y = np.linalg.solve(0.5 * (L + L.T), rhs)
-    except np.linalg.LinAlgError:
-        y = np.linalg.lstsq(L, rhs, rcond=None)[0]
+    # B may be singular on the face (e.g. a zero pair vector ∇³L(u_i, u_j)): then X is not unique, only
+    # D(X) is, and the minimum-norm X is taken (a pseudo-inverse of the PSD face operator)
+    w, E = np.linalg.eigh(0.5 * (L + L.T))
+    keep = w > 1e-12 * max(float(w[-1]), 1e-300)
+    y = E[:, keep] @ ((E[:, keep].T @ rhs) / w[keep])
     X = V @ smat(y, r) @ V.T
     return 0.5 * (X + X.T)
 
 
 def _polish(A: np.ndarray, M: np.ndarray, X0: np.ndarray, tol: float) -> tuple[np.ndarray, tuple]:
-    """Refine an interior-point ``X0`` on its active face (module docstring); the best ``(X, residuals)``."""
-    best = (X0, kkt_residuals(A, M, X0))
+    """Refine an interior-point ``X0`` on its active face (module docstring); the best ``(X, residuals)``.
+
+    A polished ``X`` within ``tol`` is preferred to the raw one even when the raw residuals are as small:
+    it is exactly on its face and, where ``X`` is not unique, the minimum-norm solution there.
+    """
+    raw = (X0, kkt_residuals(A, M, X0))
     mu, W = np.linalg.eigh(X0)
     mu, W = mu[::-1], W[:, ::-1]
     top = max(float(mu[0]), 0.0)
     if top == 0.0:
-        return best
+        return raw
     # candidate ranks: the clear one first (an interior point leaves the zero eigenvalues at about its
     # tolerance, far below the others), then its neighbours
     r0 = max(1, int((mu > 1e-6 * top).sum()))
     ranks = sorted(range(1, len(mu) + 1), key=lambda r: (abs(r - r0), r))
+    best = None
     for r in ranks:
         V = W[:, :r]
         for _ in range(4):
             X = _face_solve(A, M, V)
             res = kkt_residuals(A, M, X)
-            if max(res[:3]) < max(best[1][:3]):
+            if best is None or max(res[:3]) < max(best[1][:3]):
                 best = (X, res)
             if max(res[:3]) <= tol * 1e-2:
                 break
-            zw, ZV = np.linalg.eigh(res[3])
-            V = ZV[:, :r]          # the face of X is the null space of Z
+            V = np.linalg.eigh(res[3])[1][:, :r]          # the face of X is the null space of Z
         if max(best[1][:3]) <= tol:
-            break
-    return best
+            return best
+    return best if max(best[1][:3]) < max(raw[1][:3]) else raw
 
 
 def solve_sdcp(A: Tensor | np.ndarray, B: Tensor | np.ndarray | SymOp, *, tol: float = 1e-8,

@@ -1,0 +1,172 @@
+"""The k-constrained trajectory ``θ†_k`` (docs/theory.md §10; the paper's §8.2 conjecture).
+
+Projected GD onto ``M_k = {θ : λ_i(θ) ≤ 2/η for the critical i, u_i·∇L(θ) = 0
+for the active i}``: ``θ†_{t+1} = proj(θ†_t − η∇L(θ†_t))``, the projection by
+repeated linearized steps at the current ``ψ``.  With ``U`` (k, d) the
+critical eigenvectors (``λ_i ≥ threshold·2/η``, the top one always), the
+pair vectors ``p_ij = ∇³L(u_i, u_j)`` and ``p⊥_ij = P⊥_U p_ij`` their parts
+orthogonal to the critical span, one step is
+
+    b_i = u_i·∇L / λ_i                         (active i; 0 otherwise)
+    A   = (2/η) I − Λ + C,   C_ij = Σ_m b_m p_ij·u_m
+    Y   = SDCP(A, G⊥),       G⊥ the Gram operator of the p⊥_ij
+    ψ  ← ψ − D⊥(Y) − Σ_i b_i u_i,     D⊥(Y) = Σ_ij Y_ij p⊥_ij.
+
+Why: to first order the block ``UᵀH(ψ + Δ)U`` is ``Λ + [p_ij·Δ]`` and
+``u_i·∇L(ψ + Δ) = u_i·∇L + λ_i u_i·Δ``.  Taking ``Δ = −D⊥(Y) − Σ b_i u_i``
+makes ``u_i·Δ = −b_i`` exactly (the ``u``-part zeroes ``u_i·∇L``) and leaves the
+block at ``Λ − C − G⊥(Y)``; the KKT conditions of the smallest ``D⊥`` step that
+keeps it ``⪯ (2/η)I`` are ``SDCP(A, G⊥)``.  ``coupled=False`` drops ``C`` (it
+vanishes at convergence, where ``u_i·∇L = 0``); ``perp=False`` uses the full
+pair vectors (the plain form ``Y = SDCP((2/η)I − Λ, G)``).  With ``k = 1`` this is
+exactly the single-eigenvalue projection of
+:mod:`~selfstab.processes.constrained` (``Y = max(0, S − 2/η − b∇S·u)/‖∇S⊥‖²``),
+and a test holds the two to 1e-12.
+
+Active constraints ``u_i·∇L = 0``: the top eigenvector always (as in ``M``),
+and every critical ``i`` with ``λ_i ≥ (1 − active_rtol)·2/η``.  The loop stops
+when ``η·max(0, λ_max − 2/η)`` over the critical block and ``max |u_i·∇L|/‖∇L‖``
+over the active ones are both below ``tol``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..problem.objective import Objective, Point
+from ..spectrum import EigenTracker, Eigenpairs
+from ..spectrum.sdcp import SDCPResult, gram_matrix, pair_coefficients, smat, solve_sdcp, svec_weights
+from .central import critical_count, refresh_block
+
+
+class KProjectionWarning(RuntimeWarning):
+    """The k-constrained projection hit its step cap above tolerance."""
+
+
+@dataclass
+class KGeometry:
+    """The critical block at one point: eigenpairs, gradient and (on demand) the pair vectors."""
+
+    point: Point
+    eig: Eigenpairs
+    k: int                      # critical eigenvalues (the top one always counts)
+    _pairs: Tensor | None = None
+
+    @property
+    def theta(self) -> Tensor:
+        return self.point.theta
+
+    @property
+    def U(self) -> Tensor:
+        return self.eig.vectors[: self.k]
+
+    @property
+    def values(self) -> Tensor:
+        return self.eig.values[: self.k]
+
+    @property
+    def pairs(self) -> Tensor:
+        if self._pairs is None:
+            self._pairs = self.point.d3_pairs(self.U)
+        return self._pairs
+
+
+def active_set(values: Tensor, lr: float, active_rtol: float = 1e-3) -> Tensor:
+    """Boolean (k,): the top eigenvalue, and every one within ``active_rtol`` of ``2/η`` or above."""
+    act = torch.as_tensor(values, dtype=torch.float64) >= (1.0 - active_rtol) * 2.0 / lr
+    if act.numel():
+        act[0] = True
+    return act
+
+
+def k_residuals(geom: KGeometry, lr: float, active_rtol: float = 1e-3) -> tuple[float, float, int]:
+    """``(η·max(0, λ_max − 2/η), max_active |u_i·∇L|/‖∇L‖, number active)`` at ``geom``."""
+    vals = geom.values
+    res_s = lr * max(0.0, float(vals.max()) - 2.0 / lr) if vals.numel() else 0.0
+    act = active_set(vals, lr, active_rtol)
+    g = geom.point.grad
+    gn = float(g.norm())
+    ug = (geom.U @ g).abs()[act.to(g.device)]
+    res_g = float(ug.max()) / gn if gn > 0 and ug.numel() else 0.0
+    return res_s, res_g, int(act.sum())
+
+
+def k_projection_step(geom: KGeometry, lr: float, *, coupled: bool = True, perp: bool = True,
+                      active_rtol: float = 1e-3, pairs: Tensor | None = None, sdcp_tol: float = 1e-8,
+                      on_fail: Literal["raise", "warn"] = "raise") -> tuple[Tensor, SDCPResult]:
+    """One linearized step towards ``M_k`` from ``geom.theta`` (module docstring): ``(ψ_next, SDCP result)``.
+
+    ``pairs``: pair vectors to use instead of those at ``geom`` (a chord, in the basis ``geom.U``).
+    """
+    U, vals, grad = geom.U, geom.values, geom.point.grad
+    k = U.shape[0]
+    P = geom.pairs if pairs is None else pairs
+    act = active_set(vals, lr, active_rtol).to(U.device)
+    b = torch.where(act, (U @ grad) / vals.to(U), torch.zeros_like(vals.to(U)))
+    Pp = P - (P @ U.T) @ U if perp else P
+    A = (2.0 / lr) * np.eye(k) - np.diag(vals.double().cpu().numpy())
+    if coupled:
+        c = (P @ U.T) @ b                                     # Σ_m b_m p_ij·u_m, pairs in triu order
+        A = A + smat(c.double().cpu().numpy() * svec_weights(k), k)
+    res = solve_sdcp(A, gram_matrix(Pp), tol=sdcp_tol, on_fail=on_fail)
+    Y = res.X
+    psi = geom.theta
+    if bool(torch.isfinite(Y).all()) and float(Y.abs().max()) > 0:
+        psi = psi - pair_coefficients(Y).to(Pp) @ Pp
+    return psi - b @ U, res
+
+
+@dataclass
+class KProjection:
+    geometry: KGeometry         # at the projected point
+    steps: int
+    residual_sharpness: float
+    residual_grad: float
+    active: int
+    converged: bool
+    sdcp: list[SDCPResult] = field(default_factory=list)
+
+
+def k_geometry(objective: Objective, theta: Tensor, tracker: EigenTracker, lr: float, *, threshold: float = 0.975,
+               track_threshold: float = 0.9, max_k: int | None = None, point: Point | None = None) -> KGeometry:
+    """The critical block at ``theta`` (the tracker's block grown to cover ``track_threshold``)."""
+    point = point if point is not None else objective.at(theta)
+    eig = refresh_block(tracker, point, lr, track_threshold, max_k)
+    return KGeometry(point, eig, max(1, critical_count(eig.values, lr, threshold)))
+
+
+def k_project(objective: Objective, psi: Tensor, lr: float, tracker: EigenTracker, *, tol: float = 1e-9,
+              max_steps: int = 10, threshold: float = 0.975, track_threshold: float = 0.9, max_k: int | None = None,
+              coupled: bool = True, perp: bool = True, active_rtol: float = 1e-3, sdcp_tol: float = 1e-8,
+              on_fail: Literal["raise", "warn"] = "raise", geometry: KGeometry | None = None) -> KProjection:
+    """``proj_{M_k}(ψ)`` by linearized steps until both residuals are ``≤ tol`` (or ``max_steps``)."""
+    opts = dict(threshold=threshold, track_threshold=track_threshold, max_k=max_k)
+    geom = geometry or k_geometry(objective, psi, tracker, lr, **opts)
+    steps, solves = 0, []
+    while True:
+        res_s, res_g, n_act = k_residuals(geom, lr, active_rtol)
+        if (res_s <= tol and res_g <= tol) or steps >= max_steps:
+            break
+        steps += 1
+        psi, res = k_projection_step(geom, lr, coupled=coupled, perp=perp, active_rtol=active_rtol,
+                                     sdcp_tol=sdcp_tol, on_fail=on_fail)
+        solves.append(res)
+        geom = k_geometry(objective, psi, tracker, lr, **opts)
+    converged = res_s <= tol and res_g <= tol
+    if not converged:
+        warnings.warn(f"k-projection: residuals η·max(0, λ−2/η) = {res_s:.2e}, max |u_i·∇L|/‖∇L‖ = {res_g:.2e} "
+                      f"above tol {tol:.1e} after {steps} linearized steps; raise max_steps or tol",
+                      KProjectionWarning, stacklevel=2)
+    return KProjection(geom, steps, res_s, res_g, n_act, converged, solves)
+
+
+def k_constrained_step(objective: Objective, geom: KGeometry, lr: float, tracker: EigenTracker,
+                       **kwargs) -> KProjection:
+    """``θ†_{t+1} = proj_{M_k}(θ†_t − η∇L(θ†_t))`` from the critical block at ``θ†_t``."""
+    return k_project(objective, geom.theta - lr * geom.point.grad, lr, tracker, **kwargs)

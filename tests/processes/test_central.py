@@ -1,0 +1,200 @@
+"""The central flow and the k-constrained trajectory on toy models where they are known exactly (docs/theory.md §10)."""
+
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from selfstab import Objective, gd_to_edge
+from selfstab.processes.central import central_flow_step, rotate_pairs, sdcp_terms
+from selfstab.processes.constrained import linearized_projection_step, project
+from selfstab.processes.geometry import geometry_at
+from selfstab.processes.kconstrained import k_constrained_step, k_geometry, k_project, k_projection_step
+from selfstab.spectrum import EigenTracker
+from selfstab.theory.toy import toy_loss, toy_objective
+
+F64 = torch.float64
+LR = 0.1
+
+
+# -- (a) Appendix B's toy model -----------------------------------------------------------------
+@pytest.mark.parametrize("substeps", [None, 1, 4])
+def test_toy_model_central_flow_is_exact(substeps):
+    alpha, beta = 0.3, 2.0
+    obj = toy_objective(alpha, beta, LR)
+    theta = torch.tensor([0.0, 0.0, 0.5], dtype=F64)
+    tracker = EigenTracker(1)
+    for t in range(1, 11):
+        step = central_flow_step(obj, theta, LR, tracker, substeps=substeps)
+        assert step.k_crit == 1 and step.x_rank == 1
+        assert abs(float(step.X[0, 0]) - 2 * alpha / beta) < 1e-8          # X = δ² = 2α/β
+        loss = float(toy_loss(theta, alpha, beta, LR))
+        assert abs(step.predicted_loss(LR) - (loss + 2 * alpha / beta / LR)) < 1e-8
+        assert step.sdcp_residual <= 1e-8
+        theta = step.theta_next
+        assert abs(float(theta[0])) < 1e-8 and abs(float(theta[1])) < 1e-8   # x = y = 0
+        assert abs(float(theta[2]) - (0.5 + LR * t)) < 1e-8                  # z(t) = z₀ + ηt
+
+
+def test_toy_model_below_the_edge_is_gradient_flow_until_pinned():
+    alpha, beta = 0.3, 2.0
+    obj = toy_objective(alpha, beta, LR)
+    y0 = -0.2                      # S = 2/η + √β y₀ below the edge; y rises at ηα/√β per step
+    theta = torch.tensor([0.0, y0, 0.0], dtype=F64)
+    rate = LR * alpha / math.sqrt(beta)
+    tracker = EigenTracker(1)
+    ks = []
+    for t in range(1, 16):
+        step = central_flow_step(obj, theta, LR, tracker, substeps=4, threshold=0.9)
+        ks.append(step.x_rank)
+        theta = step.theta_next
+        assert abs(float(theta[1]) - min(0.0, y0 + rate * t)) < 1e-10   # Euler is exact here; clipped at the edge
+    assert ks[0] == 0 and ks[-1] == 1
+
+
+# -- (b), (c) two toy models in rotated coordinates ---------------------------------------------------
+def _two_toys(a1, b1, a2, b2, *, spectators=14, seed=0):
+    """L = toy(φ₁..₃; a1, b1) + toy(φ₄..₆; a2, b2) + ½Σ c_j φ_j² (spectators well below the edge), φ = Qᵀθ."""
+    g = torch.Generator().manual_seed(seed)
+    d = 6 + spectators
+    Q = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=F64))[0]
+    c = torch.linspace(0.1, 1.5, spectators, dtype=F64) / LR
+
+    def f(theta):
+        phi = Q.T @ theta
+        return (toy_loss(phi[0:3], a1, b1, LR) + toy_loss(phi[3:6], a2, b2, LR)
+                + 0.5 * (c * phi[6:] ** 2).sum())
+
+    return Objective.from_function(f, torch.zeros(d, dtype=F64)), Q
+
+
+def _coords(Q, theta):
+    return Q.T @ theta
+
+
+@pytest.mark.parametrize("case", ["distinct", "degenerate"])
+def test_two_rotated_toys_central_flow(case):
+    a1, b1 = 0.3, 2.0
+    a2, b2 = (0.5, 0.8) if case == "distinct" else (0.6, 4.0)     # δ₂² = 1.25 or δ₂² = δ₁² = 0.3
+    obj, Q = _two_toys(a1, b1, a2, b2)
+    d1, d2 = 2 * a1 / b1, 2 * a2 / b2
+    theta = torch.zeros(obj.dim, dtype=F64)
+    tracker = EigenTracker(2, method="lobpcg", tol=1e-10)
+    hvps, ks, sizes = [], [], []
+    for t in range(1, 41):
+        before = obj.counts["hvp"]
+        step = central_flow_step(obj, theta, LR, tracker, substeps=2)
+        hvps.append(obj.counts["hvp"] - before)
+        ks.append(step.k_crit)
+        sizes.append(tracker.k)
+        w = torch.linalg.eigvalsh(step.X)
+        assert torch.allclose(w, torch.tensor(sorted([d1, d2]), dtype=F64), atol=1e-8)
+        assert torch.allclose(step.values[:2], torch.full((2,), 2 / LR, dtype=F64), rtol=1e-8, atol=0)
+        sig_w, sig_v = step.sigma                      # Σ = U X Uᵀ lives in span(Q e_x1, Q e_x2)
+        span = Q[:, [0, 3]]
+        assert float((sig_v - (sig_v @ span) @ span.T).norm()) < 1e-7
+        theta = step.theta_next
+        phi = _coords(Q, theta)
+        assert float(phi[[0, 1, 3, 4]].abs().max()) < 1e-8                 # x_i = y_i = 0
+        assert float((phi[[2, 5]] - LR * t).abs().max()) < 1e-8             # z_i(t) = ηt
+        assert float(phi[6:].abs().max()) < 1e-8                            # spectators stay put
+    assert set(ks) == {2} and set(sizes) == {3}                             # k is stable
+    assert max(hvps[3:]) <= 30                                              # warm solves do not stall
+
+
+def test_two_rotated_toys_eigenvalues_join_one_by_one():
+    obj, Q = _two_toys(0.3, 2.0, 0.5, 0.8)
+    theta = Q @ torch.cat([torch.tensor([0.0, -0.1, 0.0, 0.0, -0.4, 0.0], dtype=F64), torch.zeros(obj.dim - 6, dtype=F64)])
+    tracker = EigenTracker(1, method="lobpcg", tol=1e-10)
+    ranks = []
+    for _ in range(25):
+        step = central_flow_step(obj, theta, LR, tracker, substeps=2, threshold=0.9)
+        ranks.append(step.x_rank)
+        theta = step.theta_next
+        phi = _coords(Q, theta)
+        assert float(phi[[1, 4]].max()) < 1e-10       # never past the edge: y_i ≤ 0
+    assert ranks[0] == 0 and 1 in ranks and ranks[-1] == 2
+    assert ranks == sorted(ranks)
+
+
+@pytest.mark.parametrize("case", ["distinct", "degenerate"])
+def test_two_rotated_toys_k_constrained_is_exact(case):
+    a2, b2 = (0.5, 0.8) if case == "distinct" else (0.6, 4.0)
+    obj, Q = _two_toys(0.3, 2.0, a2, b2)
+    tracker = EigenTracker(2, method="lobpcg", tol=1e-10)
+    geom = k_geometry(obj, torch.zeros(obj.dim, dtype=F64), tracker, LR)
+    assert geom.k == 2
+    for t in range(1, 11):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            proj = k_constrained_step(obj, geom, LR, tracker, tol=1e-10)
+        assert proj.converged and proj.active == 2 and proj.steps <= 3
+        geom = proj.geometry
+        phi = _coords(Q, geom.theta)
+        assert float(phi[[0, 1, 3, 4]].abs().max()) < 1e-10
+        assert float((phi[[2, 5]] - LR * t).abs().max()) < 1e-10
+        assert float(phi[6:].abs().max()) < 1e-10
+
+
+def test_sdcp_terms_and_rotated_pairs_on_the_toys():
+    obj, Q = _two_toys(0.3, 2.0, 0.5, 0.8)
+    point = obj.at(torch.zeros(obj.dim, dtype=F64))
+    U = Q[:, [0, 3]].T.contiguous()
+    pairs = point.d3_pairs(U)
+    A, B = sdcp_terms(torch.full((2,), 2 / LR, dtype=F64), pairs, point.grad, LR, 0.25)
+    # Ḣ₀ = −η diag(√β_i · (−α_i/√β_i)) = η diag(α_i); G = diag(β_i)
+    assert torch.allclose(torch.as_tensor(A), -0.25 * LR * torch.diag(torch.tensor([0.3, 0.5], dtype=F64)),
+                          atol=1e-12)
+    assert torch.allclose(torch.as_tensor(B), 0.25 * LR / 2 * torch.diag(torch.tensor([2.0, 0.0, 0.8], dtype=F64)),
+                          atol=1e-12)
+    # pair vectors of a rotated basis of the same span: rotated exactly
+    c, s = math.cos(0.7), math.sin(0.7)
+    V = torch.tensor([[c, s], [-s, c]], dtype=F64) @ U
+    assert torch.allclose(rotate_pairs(pairs, U, V), point.d3_pairs(V), atol=1e-12)
+
+
+def test_pairs_reused_across_substeps_change_little():
+    obj, Q = _two_toys(0.3, 2.0, 0.5, 0.8)
+    theta = torch.zeros(obj.dim, dtype=F64)
+    fresh = central_flow_step(obj, theta, LR, EigenTracker(2, method="lobpcg", tol=1e-10), substeps=4)
+    reused = central_flow_step(obj, theta, LR, EigenTracker(2, method="lobpcg", tol=1e-10), substeps=4,
+                               pairs_every=4)
+    assert fresh.pair_refreshes == 4 and reused.pair_refreshes == 1
+    assert float((fresh.theta_next - reused.theta_next).norm()) < 1e-10      # the toy's ∇³L is constant
+
+
+# -- k = 1: the k-constrained projection is today's projection ------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_mlp_at_the_edge():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 2))
+    obj = Objective.from_module(model, torch.randn(40, 3), torch.randn(40, 2), "mse")
+    s0 = float(EigenTracker(1).refresh(obj.at(obj.theta0)).values[0])
+    lr = 0.9 * 1.9 / s0
+    edge = gd_to_edge(obj, lr)
+    assert edge.reached
+    return obj.to(F64), lr, edge.theta0.double()
+
+
+def test_k1_projection_step_is_the_single_eigenvalue_step(tiny_mlp_at_the_edge):
+    obj, lr, theta0 = tiny_mlp_at_the_edge
+    phi = theta0 - lr * obj.grad(theta0)
+    for coupled in (True, False):
+        geom = geometry_at(obj, phi, EigenTracker(1))
+        kg = k_geometry(obj, phi, EigenTracker(1), lr)
+        assert kg.k == 1
+        one = linearized_projection_step(geom, lr, coupled=coupled)
+        many, _ = k_projection_step(kg, lr, coupled=coupled)
+        assert float((one - many).norm()) <= 1e-12 * float((one - phi).norm())
+
+
+def test_k1_projection_is_todays_projection(tiny_mlp_at_the_edge):
+    obj, lr, theta0 = tiny_mlp_at_the_edge
+    phi = theta0 - lr * obj.grad(theta0)
+    a = project(obj, phi, lr, [EigenTracker(1)], tol=1e-12)
+    b = k_project(obj, phi, lr, EigenTracker(1), tol=1e-12)
+    assert a.converged and b.converged and a.steps == b.steps and b.active == 1
+    assert float((a.geometry.theta - b.geometry.theta).norm()) <= 1e-12 * float((a.geometry.theta - phi).norm())
+    assert abs(a.residual_grad - b.residual_grad) <= 1e-12 and abs(a.residual_sharpness - b.residual_sharpness) <= 1e-12
