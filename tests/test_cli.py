@@ -88,10 +88,10 @@ def test_not_a_run_and_changed_config_on_resume(tmp_path, capsys):
     assert main(["resume", str(tmp_path)]) == 2
     assert "is not a selfstab run directory" in capsys.readouterr().err
     out = tmp_path / "r"
-    RunDir.create(out, {"train": {"lr": 0.5}})
+    RunDir.create(out, {"lr": 0.5})
     assert main(["resume", str(out), "--lr", "0.3"]) == 2
     err = capsys.readouterr().err
-    assert "config changed (train.lr)" in err and len(err.strip().splitlines()) == 1
+    assert "config changed (lr)" in err and len(err.strip().splitlines()) == 1
 
 
 def test_sweep_three_lrs_two_jobs(tmp_path, capsys):

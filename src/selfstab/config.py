@@ -38,6 +38,7 @@ import re
 import tomllib
 import types
 import typing
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -142,6 +143,11 @@ def _coerce(value: Any, tp: Any, path: str, cli: bool) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     text = value.strip() if cli and isinstance(value, str) else None
     if tp is Any:
+        if text is not None:   # from the command line: a TOML scalar (4, 0.5, true, [2, 2]) or else a string
+            try:
+                return tomllib.loads(f"v = {text}")["v"]
+            except tomllib.TOMLDecodeError:
+                return text
         return value
     if dataclasses.is_dataclass(tp):
         if text is not None:
@@ -223,6 +229,8 @@ def _build(cls: type, data: Any, path: str, cli: bool) -> Any:
         return data
     if not isinstance(data, Mapping):
         raise ConfigError(f"config: {path or 'the config'} must be a table, got {data!r}")
+    if hasattr(cls, "migrate"):   # a schema may read its older layouts
+        data = cls.migrate(dict(data))
     hints, fields = _hints(cls), _fields(cls)
     names = {f.name for f in fields}
     for key in data:
@@ -257,6 +265,10 @@ def _resolve(cls: type, key: str) -> tuple[list[str], Any]:
             parts = found[0].split(".")
     here, tp = cls, None
     for i, part in enumerate(parts):
+        if here is None and (typing.get_origin(tp) is dict or tp is dict) and i == len(parts) - 1:
+            # a key of a table field (--model.options.heads 4): the value takes the table's value type
+            args = typing.get_args(tp)
+            return parts, args[1] if args else Any
         if here is None:
             raise ConfigError(f"config: {'.'.join(parts[:i])} is a value, not a section; no key '{'.'.join(parts)}'")
         if part not in {f.name for f in _fields(here)}:
@@ -312,6 +324,8 @@ def load_config(cls: type, path_or_none: str | os.PathLike | Mapping | None, ove
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config: {p} is not valid TOML ({exc})") from None
+    if hasattr(cls, "migrate"):   # before the overrides, so that --lr beats a file's old train.lr
+        data = cls.migrate(data)
     for parts, value in parse_overrides(cls, overrides):
         table = data
         for i, part in enumerate(parts[:-1]):
@@ -428,6 +442,8 @@ class ModelConfig:
     #                  the paper: MLP 200, CNN 32, ResNet 16, transformer 64
     depth: Optional[int] = None  # MLP: number of linear layers, the output layer included; None: the model's default (3)
     activation: Optional[str] = None  # swish (x·sigmoid(x), the paper's), relu, tanh, gelu, …; None: the model's default
+    # any other constructor option of the model, e.g. heads/layers (transformer) or blocks/groups (resnet18)
+    options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> Iterator[tuple[str, str]]:
         yield from _at_least(self, 1, "width")
@@ -453,7 +469,7 @@ class DataConfig:
 class TrainConfig:
     """Full-batch GD from initialization to the edge of stability (docs/theory.md §3)."""
 
-    lr: float = 0.2  # η, the learning rate; the edge of stability is S = 2/η
+    lr: Optional[float] = None  # deprecated: the learning rate is the run-level `lr` (read from here with a warning)
     dtype: Literal["float32", "float64"] = "float32"  # dtype before θ₀ (docs/theory.md §3); from θ₀ on all is float64
     max_steps: int = 20000  # give up when S has not reached 2/η after this many steps
     chunk_size: Optional[int] = None  # examples per chunk of the full-batch sums; None: all at once
@@ -466,7 +482,7 @@ class TrainConfig:
     every: list[int] = field(default_factory=lambda: [50, 25, 10])
 
     def validate(self) -> Iterator[tuple[str, str]]:
-        yield from _positive(self, "lr", "eig_tol")
+        yield from _positive(self, "eig_tol")
         yield from _at_least(self, 0, "max_steps")
         if self.chunk_size is not None:
             yield from _at_least(self, 1, "chunk_size")
@@ -487,6 +503,7 @@ class TrackConfig:
     proj_min_iter: int = 0  # fewest linearized projection steps (3, with proj_max_iter 3 and proj_predict false: the paper)
     eig_tol: float = 1e-7  # relative residual ‖Hu − λu‖/|λ| of the eigen-solves along θ† (projection, predictions)
     sharpness_tol: float = 1e-5  # same for GD's and the flow's recorded sharpness (eigenvalue error ≤ tol²·λ²/gap)
+    processes: Optional[list[str]] = None  # the processes to track (`selfstab.processes.PROCESSES`); None: the default set
     flow: bool = True  # track gradient flow too
     power_iters: int = 8  # tensor power iterations for the ρ₃, ρ₄ estimates (Appendix E)
     flow_rtol: float = 1e-8  # relative tolerance of the gradient-flow ODE solver
@@ -511,6 +528,7 @@ class TrackConfig:
 class RunConfig:
     """Everything a run needs; `config.toml` of a run directory is this, resolved."""
 
+    lr: float = 0.2  # η, the learning rate of both phases; the edge of stability is S = 2/η
     seed: int = 0  # seeds torch and numpy (initialization, data subsets)
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", …
     out: str = "runs/default"  # the run directory
@@ -521,6 +539,26 @@ class RunConfig:
     loss: Literal["mse", "half_mse", "ce", "logistic"] = "mse"  # docs/theory.md §1; mse has no ½
     train: TrainConfig = field(default_factory=TrainConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
+
+    @property
+    def edge(self) -> float:
+        """``2/η``, the edge of stability."""
+        return 2.0 / self.lr
+
+    def validate(self) -> Iterator[tuple[str, str]]:
+        yield from _positive(self, "lr")
+        if not math.isfinite(self.lr):
+            yield "lr", f"must be finite, got {self.lr!r}"
+
+    @staticmethod
+    def migrate(data: dict) -> dict:
+        """Read an old config: ``train.lr`` (before η moved to the run level) becomes ``lr``, with a warning."""
+        train = data.get("train")
+        if isinstance(train, Mapping) and train.get("lr") is not None:
+            warnings.warn("config: train.lr is deprecated; the learning rate is the run-level key lr "
+                          "(--lr, or lr = … at the top of the TOML file)", DeprecationWarning, stacklevel=2)
+            data = {**data, "lr": train["lr"], "train": {k: v for k, v in train.items() if k != "lr"}}
+        return data
 
 
 def _positive(obj: Any, *names: str) -> Iterator[tuple[str, str]]:

@@ -1,10 +1,13 @@
-"""A run, end to end: config → problem → GD to the edge → tracking → records (SPEC.md §2–4).
+"""A run, end to end: config → problem → GD to the edge → tracking → records (docs/theory.md §3–7).
 
-:func:`build_problem` turns a :class:`~selfstab.config.RunConfig` into an
-:class:`~selfstab.problem.Objective`; :func:`train_phase` and
-:func:`track_phase` run the two stages into a :class:`~selfstab.records.RunDir`,
-checkpointing as they go; :func:`execute` runs whatever a run directory still
-needs, so a fresh run and ``selfstab resume`` are the same code.
+The one place that turns a :class:`~selfstab.config.RunConfig` into calls:
+:func:`~selfstab.problem.build.build_problem` makes the objective;
+:func:`train_phase` (:func:`~selfstab.train.gd_to_edge`) and :func:`track_phase`
+(:func:`~selfstab.processes.track` over :func:`~selfstab.processes.default_processes`)
+run the two stages into a :class:`~selfstab.records.RunDir`, checkpointing as
+they go; :func:`execute` runs whatever a run directory still needs, so a fresh
+run and ``selfstab resume`` are the same code; :func:`run` is the main job from
+Python, as ``selfstab run`` does it.
 
 Resume semantics: the training phase is short and deterministic, so a run
 killed before the edge restarts training from initialization (its records
@@ -18,80 +21,21 @@ table, the only one that differs between a resumed and an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .config import RunConfig, from_dict
+from .config import RunConfig, TrackConfig, from_dict, load_config
 from .errors import ConfigError
-from .problem import Objective
-from .problem.data import Dataset, load_dataset
-from .problem.models import MODELS, build_model
-from .processes import Lockstep
+from .problem.build import Problem, build_problem, evaluator
+from .processes import Lockstep, default_processes, default_stop_rules, track
+from .processes.lockstep import process_options
 from .records import RunDir
 from .spectrum import EigenTracker, default_tol
 from .train import gd_run, gd_to_edge
-
-
-@dataclass
-class Problem:
-    objective: Objective
-    dataset: Dataset
-    model: torch.nn.Module
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device: unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name!r} asked for but this torch has no CUDA device; use --device cpu")
-    return dev
-
-
-def model_options(cfg: RunConfig, dataset: Dataset) -> dict[str, Any]:
-    """The model's constructor options from ``cfg.model`` (only those the model has; a set one it lacks is an error)."""
-    spec = MODELS.get(cfg.model.name)
-    if spec is None:
-        raise ConfigError(f"model.name: unknown model {cfg.model.name!r}; choose one of {', '.join(MODELS)}")
-    valid = spec.options
-    opts: dict[str, Any] = {}
-    width_key = "hidden" if "hidden" in valid and "width" not in valid else "width"
-    opts[width_key] = cfg.model.width
-    for key in ("depth", "activation"):
-        value = getattr(cfg.model, key)
-        if value is None:
-            continue
-        if key not in valid:
-            raise ConfigError(f"model.{key}: not an option of {cfg.model.name!r}; its options: {', '.join(valid)}")
-        opts[key] = value
-    if "vocab_size" in valid:
-        if "vocab_size" not in dataset.meta:
-            raise ConfigError(f"model.name: {cfg.model.name!r} needs token data (e.g. --data.name sst2 or "
-                              f"synthetic with kind=tokens), not {cfg.data.name!r}")
-        opts["vocab_size"] = dataset.meta["vocab_size"]
-    return opts
-
-
-def build_problem(cfg: RunConfig, dtype: str | torch.dtype | None = None) -> Problem:
-    """Data set, model and full-batch objective for ``cfg`` (in ``dtype``, default ``cfg.train.dtype``)."""
-    data_opts = {"binary": True} if cfg.data.binary else {}
-    if cfg.data.n_test is not None:
-        data_opts["n_test"] = cfg.data.n_test
-    if cfg.data.kind is not None:
-        data_opts["kind"] = cfg.data.kind
-    ds = load_dataset(cfg.data.name, loss=cfg.loss, n=cfg.data.n, seed=cfg.seed, data_root=cfg.data.data_root,
-                      **data_opts)
-    model = build_model(cfg.model.name, ds.input_shape, ds.n_outputs, seed=cfg.seed, **model_options(cfg, ds))
-    obj = Objective.from_module(model, ds.inputs, ds.targets, cfg.loss, chunk_size=cfg.train.chunk_size,
-                                dtype=dtype or cfg.train.dtype, device=resolve_device(cfg.device))
-    return Problem(obj, ds, model)
 
 
 def as_config(config: RunConfig | dict) -> RunConfig:
@@ -119,30 +63,6 @@ def _progress(total: int, desc: str, quiet: bool):
         bar.close()
 
 
-def evaluator(problem: Problem):
-    """``θ ↦ {train_accuracy, test_loss, test_accuracy}`` for classification data (empty dict otherwise)."""
-    ds, obj = problem.dataset, problem.objective
-    if ds.task not in ("multiclass", "binary"):
-        return None
-    from .problem.losses import get_loss, prepare_targets
-
-    def accuracy(out, labels):
-        pred = out.argmax(1) if out.shape[1] > 1 else (out[:, 0] > 0).long()
-        return float((pred.cpu() == labels.cpu()).double().mean())
-
-    def evaluate(theta):
-        res = {"train_accuracy": accuracy(obj.outputs(theta, ds.inputs), ds.labels)}
-        if ds.test_inputs is not None and ds.test_labels is not None and len(ds.test_labels):
-            out = obj.outputs(theta, ds.test_inputs)
-            y = prepare_targets(ds.loss, ds.test_targets).to(out.device)
-            y = y.to(out.dtype) if y.is_floating_point() else y
-            res["test_loss"] = float(get_loss(ds.loss)(out, y).mean())
-            res["test_accuracy"] = accuracy(out, ds.test_labels)
-        return res
-
-    return evaluate
-
-
 def train_phase(cfg: RunConfig, run: RunDir, problem: Problem | None = None) -> dict:
     """GD from initialization to the edge; records ``train``, checkpoints ``θ₀``, returns the edge state.
 
@@ -150,7 +70,7 @@ def train_phase(cfg: RunConfig, run: RunDir, problem: Problem | None = None) -> 
     steps instead (Figure 6) and nothing is tracked.
     """
     problem = problem or build_problem(cfg)
-    obj, lr = problem.objective, cfg.train.lr
+    obj, lr = problem.objective, cfg.lr
     rec = run.recorder("train")
     board = _TensorBoard(cfg, run)
     start = time.perf_counter()
@@ -168,7 +88,7 @@ def train_phase(cfg: RunConfig, run: RunDir, problem: Problem | None = None) -> 
 
         def progress(t, r):
             s = r.get("sharpness")
-            show(t, loss=r["loss"], **({"S": s} if s is not None else {}), **{"2/η": 2 / lr})
+            show(t, loss=r["loss"], **({"S": s} if s is not None else {}), **{"2/η": cfg.edge})
 
         try:
             if fixed:
@@ -222,26 +142,32 @@ class _TensorBoard:
             self.writer.close()
 
 
+def track_options(tc: TrackConfig) -> dict[str, Any]:
+    """The ``track`` settings that are process options, by name (each process takes those it names)."""
+    return {name: getattr(tc, name) for name in process_options() if hasattr(tc, name) and name != "stop_lambda2"}
+
+
 def track_phase(cfg: RunConfig, run: RunDir, edge: dict, problem: Problem | None = None,
                 resume_state: dict | None = None) -> Lockstep:
-    """The four processes from ``θ₀`` in float64, streaming records and checkpointing every ``checkpoint_every``."""
+    """The tracked processes from ``θ₀`` in float64, streaming records and checkpointing every ``checkpoint_every``."""
     problem = problem or build_problem(cfg, dtype="float64")
     obj = problem.objective.to(torch.float64)
-    lr, tc = cfg.train.lr, cfg.track
+    lr, tc = cfg.lr, cfg.track
+    processes = default_processes(tc.processes, **track_options(tc))
+    rules = default_stop_rules(tc.stop_lambda2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # projection/eigen shortfalls are recorded per step
         if resume_state is None:
-            ls = Lockstep(obj, edge["theta0"], lr, tc, warm=edge["warm"])
+            ls = Lockstep(obj, lr, processes, stop_rules=rules).start(edge["theta0"], edge["warm"])
         else:
-            ls = Lockstep.from_state(obj, lr, tc, resume_state["lockstep"])
+            ls = Lockstep.from_state(obj, lr, resume_state["lockstep"], processes, stop_rules=rules)
         start = time.perf_counter()
         board = _TensorBoard(cfg, run)
         with _progress(tc.steps, "track", cfg.quiet) as show:
             if ls.t:
                 show(ls.t - 1)
-            while ls.t < tc.steps and ls.stop_reason is None:
-                t = ls.t
-                rec = ls.step()
+
+            def write(t: int, rec: dict) -> None:
                 timing = rec.pop("cost")
                 seconds = timing.pop("seconds")
                 for name, fields in rec.items():
@@ -250,12 +176,14 @@ def track_phase(cfg: RunConfig, run: RunDir, edge: dict, problem: Problem | None
                 run.recorder("timing").append(t, seconds=seconds)
                 board.log(t, rec)
                 g = rec["gd"]
-                show(t, loss=g["loss"], S=g["sharpness"], **{"2/η": 2 / lr})
+                show(t, loss=g["loss"], S=g["sharpness"], **{"2/η": cfg.edge})
                 if ls.t % tc.checkpoint_every == 0 or ls.stop_reason is not None or ls.t >= tc.steps:
                     run.save_checkpoint(ls.t, {"phase": "track", "edge": edge, "lockstep": ls.state_dict()})
+
+            result = track(obj, None, lr, tc.steps, lockstep=ls, on_records=write)
         board.close()
-    run.write_summary({"stop_reason": ls.stop_reason or f"steps: reached the step limit {tc.steps}",
-                       "tracked_steps": ls.t, "seconds_track": time.perf_counter() - start})
+    run.write_summary({"stop_reason": result.stop_reason, "tracked_steps": ls.t,
+                       "seconds_track": time.perf_counter() - start})
     return ls
 
 
@@ -280,3 +208,32 @@ def execute(run: RunDir, *, train_only: bool = False) -> RunDir:
         track_phase(cfg, run, edge, resume_state=state if state and state["phase"] == "track" else None)
     return run
 
+
+def run(config: RunConfig | dict | str | os.PathLike | None = None, *, overwrite: bool = False,
+        figures: bool = True) -> RunDir:
+    """The main job from Python, as ``selfstab run`` does it: train to the edge, track, write the figures.
+
+    ``config``: a :class:`~selfstab.config.RunConfig`, a dict of its keys
+    (``{"lr": 0.25, "model": {"width": 32}}``), a TOML file, or ``None`` for
+    the defaults.  The run directory is ``config.out``; ``overwrite`` replaces
+    a run already there.  Returns the :class:`~selfstab.records.RunDir`
+    (``selfstab.load_run(path)`` reads it).
+    """
+    if config is None or isinstance(config, (str, os.PathLike, dict)):
+        cfg = load_config(RunConfig, config)
+    elif isinstance(config, RunConfig):
+        cfg = config
+    else:
+        raise ConfigError(f"config: expected a RunConfig, a dict, a TOML file or None, got {type(config).__name__}")
+    rundir = RunDir.create(cfg.out, cfg, overwrite=overwrite)
+    execute(rundir)
+    if figures:
+        from .figures.registry import draw_figures
+        draw_figures(rundir.path, out=rundir.path / "figures")
+    return rundir
+
+
+
+def resume(path: str | os.PathLike) -> RunDir:
+    """Continue the run in ``path`` from its last checkpoint, as ``selfstab resume`` does (without figures)."""
+    return execute(RunDir.open(path))

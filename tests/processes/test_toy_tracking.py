@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from selfstab import Objective
-from selfstab.processes import Lockstep, track
+from selfstab.processes import Lockstep, default_processes, track
 from selfstab.theory import simplified_dynamics, toy_objective
 
 CASES = [(1.0, 1.0, 0.01, 0.1), (0.5, 4.0, 0.02, 0.05)]
@@ -17,16 +17,14 @@ CASES = [(1.0, 1.0, 0.01, 0.1), (0.5, 4.0, 0.02, 0.05)]
 def toy_run(request):
     alpha, beta, lr, x0 = request.param
     obj = toy_objective(alpha, beta, lr, x0=x0)
-    ls = Lockstep(obj, obj.theta0, lr, config=None)
-    ls.config.flow = False
-    ls.flow = None
-    thetas_c = [ls.here.theta.clone()]
+    ls = Lockstep(obj, lr, default_processes(flow=False)).start(obj.theta0)
+    thetas_c = [ls.ctx.here.theta.clone()]
     records = {}
     for t in range(500):
         rec = ls.step()
         for k, v in rec.items():
             records.setdefault(k, []).append(v)
-        thetas_c.append(ls.here.theta.clone())
+        thetas_c.append(ls.ctx.here.theta.clone())
     x, y = simplified_dynamics(alpha, beta, lr, x0, 0.0, 500)
     return request.param, records, torch.stack(thetas_c), x, y
 

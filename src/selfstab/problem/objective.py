@@ -90,8 +90,10 @@ class Objective:
     def __init__(self, terms: Callable[[], Iterator[Term]], theta0: Tensor, *, n_chunks: int = 1,
                  remake: Callable[[torch.dtype | None, torch.device | None], "Objective"] | None = None,
                  cache_graphs: bool | None = None, outputs: Callable[[Tensor, tuple], Tensor] | None = None,
-                 info: dict | None = None, reduce: Callable[[Tensor], Tensor] | None = None):
+                 info: dict | None = None, reduce: Callable[[Tensor], Tensor] | None = None,
+                 model: nn.Module | None = None):
         self._terms = terms
+        self.model = model   # the module behind a from_module objective (None for a plain function)
         # Totals the per-chunk sums across processes (data parallelism, docs/theory.md §11): one call per
         # product on a flat contiguous tensor; None is the identity (one process holds all the data).
         self._reduce = reduce
@@ -260,8 +262,7 @@ class Objective:
             info.update(world_size=dist_.world_size(), rank=dist_.rank(), shard=shard)
         obj = cls(terms, theta0, n_chunks=n_bounds + bool(weight_decay), remake=remake,
                   cache_graphs=cache_graphs if cache_graphs is not None else n_bounds == 1,
-                  outputs=outputs, info=info, reduce=reduce)
-        obj.model = model
+                  outputs=outputs, info=info, reduce=reduce, model=model)
         return obj
 
     # -- basic properties ---------------------------------------------------------------------
@@ -296,7 +297,11 @@ class Objective:
             raise ConfigError(f"theta: expected a flat vector of length {self.dim}, got shape {tuple(t.shape)}")
         return t.detach().to(dtype=self.dtype, device=self.device)
 
-    def _vectors(self, v: Tensor) -> Tensor:
+    def terms(self) -> Iterator[Term]:
+        """The terms whose sum is this rank's share of ``L`` (one per chunk, plus weight decay)."""
+        return self._terms()
+
+    def as_vectors(self, v: Tensor) -> Tensor:
         v = torch.as_tensor(v).to(dtype=self.dtype, device=self.device)
         if v.shape[-1] != self.dim or v.dim() not in (1, 2):
             raise ConfigError(f"vector: expected shape ({self.dim},) or (k, {self.dim}), got {tuple(v.shape)}")
@@ -308,7 +313,7 @@ class Objective:
         theta = self.vector(theta)
         self.counts["loss"] += 1
         with torch.no_grad():
-            value = sum(term(theta) for term in self._terms())
+            value = sum(term(theta) for term in self.terms())
             return value if self._reduce is None else self._reduce(torch.as_tensor(value).reshape(1))[0]
 
     def loss_and_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
@@ -316,7 +321,7 @@ class Objective:
         self.counts["grad"] += 1
         value = torch.zeros((), dtype=self.dtype, device=self.device)
         g = torch.zeros_like(theta)
-        for term in self._terms():
+        for term in self.terms():
             val = term(theta)
             value = value + val.detach()
             g += _grad(val, theta)
@@ -336,9 +341,13 @@ class Objective:
         """The vector ``∇³L(θ)(u, v)`` = ``∇_θ (uᵀ ∇²L(θ) v)``, shape ``(d,)``."""
         return self.at(theta).d3(u, v)
 
-    def at(self, theta: Tensor) -> "Point":
-        """Everything at one ``θ``, sharing one gradient graph (see :class:`Point`)."""
-        return Point(self, self.vector(theta))
+    def at(self, theta: Tensor, *, loss: Tensor | None = None, grad: Tensor | None = None) -> "Point":
+        """Everything at one ``θ``, sharing one gradient graph (see :class:`Point`).
+
+        ``loss`` and ``grad``: values already known at ``θ`` (e.g. restored from a
+        checkpoint); they are used as they are, not recomputed nor counted.
+        """
+        return Point(self, self.vector(theta), loss=loss, grad=grad)
 
     def outputs(self, theta: Tensor, inputs: Tensor | Sequence[Tensor]) -> Tensor:
         """Model outputs on other inputs (e.g. a test split), in chunks, without gradients."""
@@ -371,11 +380,14 @@ class Point:
     chunk) and each HVP batch recomputes them.
     """
 
-    def __init__(self, objective: Objective, theta: Tensor):
+    def __init__(self, objective: Objective, theta: Tensor, *, loss: Tensor | None = None,
+                 grad: Tensor | None = None):
+        if (loss is None) != (grad is None):
+            raise ValueError("Point: give both loss and grad, or neither")
         self.objective = objective
         self.theta = theta
-        self._loss: Tensor | None = None
-        self._grad: Tensor | None = None
+        self._loss: Tensor | None = loss
+        self._grad: Tensor | None = grad
         self._graphs: list[_Graph] | None = None
 
     def _build(self, keep: bool) -> Iterator[_Graph]:
@@ -386,7 +398,7 @@ class Point:
         need_value = self._grad is None
         if need_value:
             obj.counts["grad"] += 1
-        for term in obj._terms():
+        for term in obj.terms():
             leaf = self.theta.detach().requires_grad_(True)
             val = term(leaf)
             g = _grad(val, leaf, create_graph=True)
@@ -427,7 +439,7 @@ class Point:
     def hvp(self, v: Tensor) -> Tensor:
         """``∇²L(θ) v``; ``v`` of shape ``(d,)`` or ``(k, d)``."""
         obj = self.objective
-        v = obj._vectors(v)
+        v = obj.as_vectors(v)
         vs = v.reshape(-1, obj.dim)
         out = torch.zeros_like(vs)
         for gr in self._graphs_iter():
@@ -441,7 +453,7 @@ class Point:
     def d3(self, u: Tensor, v: Tensor) -> Tensor:
         """``∇³L(θ)(u, v)``, shape ``(d,)`` (Lemma 2 with ``u = v``: ``∇S``)."""
         obj = self.objective
-        u, v = obj._vectors(u), obj._vectors(v)
+        u, v = obj.as_vectors(u), obj.as_vectors(v)
         out = torch.zeros_like(self.theta)
         for gr in self._graphs_iter():
             hu = _grad(gr.grad, gr.theta, u, create_graph=True, retain_graph=True)
@@ -472,7 +484,7 @@ class Point:
         costs nothing).  Counted as one ``d3``.
         """
         obj = self.objective
-        U = obj._vectors(U).reshape(-1, obj.dim)
+        U = obj.as_vectors(U).reshape(-1, obj.dim)
         X = torch.as_tensor(X, dtype=torch.float64).reshape(U.shape[0], U.shape[0]).cpu()
         X = 0.5 * (X + X.T)
         out = torch.zeros_like(self.theta)
@@ -503,7 +515,7 @@ class Point:
         their ``Hu_i``.  Counted as ``k(k+1)/2`` ``d3``.
         """
         obj = self.objective
-        U = obj._vectors(U).reshape(-1, obj.dim)
+        U = obj.as_vectors(U).reshape(-1, obj.dim)
         k = U.shape[0]
         out = torch.zeros(k * (k + 1) // 2, obj.dim, dtype=self.theta.dtype, device=self.theta.device)
         if k == 0:
@@ -530,7 +542,7 @@ class Point:
     def d4(self, w: Tensor) -> Tensor:
         """``∇⁴L(θ)(w, w, w)``, shape ``(d,)`` (for the ``ρ₄`` estimate of Appendix E)."""
         obj = self.objective
-        w = obj._vectors(w)
+        w = obj.as_vectors(w)
         out = torch.zeros_like(self.theta)
         for gr in self._graphs_iter():
             hw = _grad(gr.grad, gr.theta, w, create_graph=True, retain_graph=True)

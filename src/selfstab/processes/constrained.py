@@ -64,7 +64,8 @@ from torch import Tensor
 
 from ..problem.objective import Objective
 from ..spectrum import EigenTracker
-from .geometry import Geometry, geometry_at
+from .base import Context, Fields, Process, all_finite, tracker_options
+from .geometry import Geometry, geometry_at, perp, squared_norm
 
 
 class ProjectionWarning(RuntimeWarning):
@@ -91,14 +92,14 @@ def projection_residuals(geom: Geometry, lr: float, two_sided: bool = False) -> 
 def newton_step(theta: Tensor, u: Tensor, u_dot_grad: float, sharpness: float, grad_sharpness: Tensor, lr: float,
                 coupled: bool = True, two_sided: bool = False) -> Tensor:
     """One linearized step towards ``M`` from ``theta`` given ``S``, ``u``, ``u·∇L`` and ``∇S`` there (module docstring)."""
-    gs_perp = grad_sharpness - (u @ grad_sharpness) * u
+    gs_perp = perp(u, grad_sharpness)   # P⊥ at φ's own u (a chord ∇S comes from another point)
     b = u_dot_grad / sharpness
     excess = sharpness - 2.0 / lr
     if coupled:
         excess -= b * float(grad_sharpness @ u)
     phi = theta
     if excess > 0 or (two_sided and excess != 0):
-        beta = float(gs_perp.pow(2).sum())
+        beta = squared_norm(gs_perp)
         if beta > 0:
             phi = phi - excess * gs_perp / beta
     return phi - b * u
@@ -154,7 +155,7 @@ def project(objective: Objective, phi: Tensor, lr: float, tracker: EigenTracker 
         point = objective.at(linearized_projection_step(geom, lr, coupled, two_sided, chord))
         corrector = trackers[-1]
         start = _corrector_start(geom.eig)
-        if corrector.last is not None and corrector.last.iterations > 2:
+        if corrector.last_iterations is not None and corrector.last_iterations > 2:
             # hard going (nearly degenerate top eigenvalues, slow convergence): add the corrector's own recent
             # results, which span the directions the previous solves were still resolving
             start = torch.cat([start, corrector.warm_subspace().to(start)])
@@ -187,3 +188,80 @@ def constrained_step(objective: Objective, geom: Geometry, lr: float, tracker: E
         taken = 1
     return project(objective, phi, lr, tracker, chord=geom.grad_sharpness if chord else None, coupled=coupled,
                    steps_taken=taken, **kwargs)
+
+
+def projection_fields(proj: Projection) -> Fields:
+    """The projection's residuals, step count and convergence flag, as recorded with ``θ†``."""
+    return {"proj_residual_sharpness": proj.residual_sharpness, "proj_residual_grad": proj.residual_grad,
+            "proj_steps": float(proj.steps), "proj_converged": float(proj.converged)}
+
+
+class Constrained(Process):
+    """The constrained trajectory ``θ†`` as a process; it provides ``ctx.here`` and ``ctx.next``.
+
+    ``θ†₀`` is ``θ₀`` projected onto the boundary ``S = 2/η`` (two-sided, see
+    the module docstring); each step is :func:`constrained_step`.  Two
+    eigen-trackers: one for the first solved point of each projection (warm
+    from the same kind of point one step earlier) and one for its correctors.
+    The sign of ``u_{t+1}`` is chosen so that ``u_{t+1}·u_t > 0``
+    (docs/theory.md §2), whichever solver found it.
+    """
+
+    name = "constrained"
+
+    def __init__(self, *, eig_tol: float = 1e-7, proj_tol: float = 1e-9, proj_max_iter: int = 10,
+                 proj_min_iter: int = 0, proj_coupled: bool = True, proj_chord: bool = True,
+                 proj_predict: bool = True):
+        self.trackers = [EigenTracker(1, **tracker_options(eig_tol)) for _ in range(2)]
+        self.tol, self.max_steps, self.min_steps = proj_tol, proj_max_iter, proj_min_iter
+        self.coupled, self.chord, self.predict = proj_coupled, proj_chord, proj_predict
+        self.here: Geometry | None = None
+        self.proj: Fields = {}
+        self.last: Fields = {}
+
+    def _project_kwargs(self) -> dict:
+        return dict(tol=self.tol, max_steps=self.max_steps, min_steps=self.min_steps, coupled=self.coupled)
+
+    def start(self, ctx: Context) -> None:
+        if ctx.warm is not None:
+            for tr in self.trackers:
+                tr.seed(ctx.warm.to(ctx.theta))
+        proj = project(ctx.objective, ctx.theta, ctx.lr, self.trackers, two_sided=True, **self._project_kwargs())
+        self.here, self.proj = proj.geometry, projection_fields(proj)
+
+    def publish(self, ctx: Context) -> None:
+        ctx.here = self.here
+
+    def record(self, ctx: Context) -> Fields:
+        here, lr = self.here, ctx.lr
+        alpha, beta = here.alpha, here.beta
+        self.last = {"loss": here.loss, "sharpness": here.sharpness, "alpha": alpha, "beta": beta,
+                     "delta": here.delta, "epsilon": here.epsilon(lr), "alpha_nonpositive": float(alpha <= 0),
+                     "grad_norm": float(here.grad.norm()), "eig_residual": float(here.eig.residuals.max()),
+                     "gradS_dot_u": float(here.grad_sharpness @ here.u), **self.proj}
+        return self.last
+
+    def advance(self, ctx: Context) -> None:
+        here = self.here
+        proj = constrained_step(ctx.objective, here, ctx.lr, self.trackers, chord=self.chord, predict=self.predict,
+                                **self._project_kwargs())
+        nxt = proj.geometry
+        if float(nxt.u @ here.u) < 0:
+            nxt.eig.vectors.neg_()
+            nxt.eig.images.neg_()
+        ctx.next = self.here = nxt
+        self.proj = projection_fields(proj)
+
+    def finite(self) -> bool:
+        return all_finite(self.last.get("loss", 0.0), self.last.get("sharpness", 0.0))
+
+    def state_dict(self) -> dict:
+        return {"here": self.here.state_dict(), "proj": dict(self.proj),
+                "trackers": [tr.state_dict() for tr in self.trackers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        obj = self.objective
+        self.here = Geometry.from_state(obj, state["here"])
+        self.proj = dict(state["proj"])
+        for tr, st in zip(self.trackers, state["trackers"]):
+            tr.load_state_dict(st, obj.device)

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
+from ..spectrum import EigenTracker
+from .base import Context, Fields, Process, tracker_options
 from .geometry import Geometry, perp
 
 
-def tensor_power_norm(apply, start: Tensor, order: int, iters: int = 8, rtol: float = 0.0) -> tuple[float, Tensor]:
-    """Estimate ``‖T‖_op`` of a symmetric order-``order`` tensor from ``apply(w) = T(w, …, w)`` (a vector).
+def tensor_power_norm(apply, start: Tensor, iters: int = 8, rtol: float = 0.0) -> tuple[float, Tensor]:
+    """Estimate ``‖T‖_op`` of a symmetric tensor from ``apply(w) = T(w, …, w)`` (a vector; any order).
 
     Starts from ``start``; stops after ``iters`` iterations, or earlier once the
     estimate grew by less than ``rtol`` (relative) in one iteration.  Returns the
@@ -58,10 +61,10 @@ def diagnostics(geom: Geometry, v: Tensor, lr: float, *, power_iters: int = 8,
     point, u = geom.point, geom.u
     starts = {} if starts is None else starts
     norms = {}
-    for name, apply, order in (("rho3", lambda w: point.d3(w, w), 3), ("rho4", point.d4, 4)):
+    for name, apply in (("rho3", lambda w: point.d3(w, w)), ("rho4", point.d4)):
         start = starts.get(name)
         warm = start is not None
-        norms[name], starts[name] = tensor_power_norm(apply, start if warm else u, order, power_iters,
+        norms[name], starts[name] = tensor_power_norm(apply, start if warm else u, power_iters,
                                                       rtol=1e-3 if warm else 0.0)
     rho3, rho4 = norms["rho3"], norms["rho4"]
     gs, gs_perp, g = geom.grad_sharpness, geom.grad_sharpness_perp, geom.grad
@@ -82,3 +85,49 @@ def diagnostics(geom: Geometry, v: Tensor, lr: float, *, power_iters: int = 8,
     n2 = float(vp.pow(2).sum())
     out["ratio_d2_v"] = abs(float(vp @ point.hvp(vp))) / (abs(geom.sharpness) * n2) if n2 > 0 else math.nan
     return out
+
+
+class Diagnostics(Process):
+    """An observer along ``θ†``: the Appendix E quantities, ``λ₂`` and the top ``k_eigs`` eigenvalues,
+    every ``diagnostics_every`` steps (docs/theory.md §7).
+
+    Reads the predicted displacement ``v_t`` from the ``predicted`` process when
+    there is one (else the ``v``-ratio is missing).  The eigenvalues are only
+    recorded (and read by the ``λ₂`` stop rule), so they are solved to
+    ``sharpness_tol``.
+    """
+
+    name = "diagnostics"
+
+    def __init__(self, *, diagnostics_every: int = 25, k_eigs: int = 2, power_iters: int = 8,
+                 sharpness_tol: float = 1e-5):
+        self.every, self.power_iters = diagnostics_every, power_iters
+        self.tracker = EigenTracker(k_eigs, **tracker_options(sharpness_tol))
+        self.power_starts: dict[str, Tensor] = {}   # the tensor power iterations continue from here
+
+    def start(self, ctx: Context) -> None:
+        if ctx.warm is not None:
+            self.tracker.seed(ctx.warm.to(ctx.theta))
+
+    def record(self, ctx: Context) -> Fields | None:
+        if ctx.t % self.every:
+            return None
+        here = ctx.need("here", self.name)
+        # its history is diagnostics_every steps old: u(θ†_t), known exactly, joins the warm subspace
+        eig = self.tracker.refresh(here.point, extra=here.u)
+        predicted = ctx.get("predicted")
+        v = predicted.v if predicted is not None else torch.zeros_like(here.theta)
+        out = diagnostics(here, v, ctx.lr, power_iters=self.power_iters, starts=self.power_starts)
+        out["lambda2"] = float(eig.values[1]) if eig.values.numel() > 1 else math.nan
+        for i, val in enumerate(eig.values.tolist()):
+            out[f"eig_{i}"] = val
+        return out
+
+    def state_dict(self) -> dict:
+        return {"tracker": self.tracker.state_dict(),
+                "power_starts": {k: w.cpu() for k, w in self.power_starts.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        obj = self.objective
+        self.tracker.load_state_dict(state["tracker"], obj.device)
+        self.power_starts = {k: w.to(obj.theta0) for k, w in state.get("power_starts", {}).items()}

@@ -32,6 +32,9 @@ from torch import Tensor
 
 from ..errors import ConfigError, ConvergenceError, DivergenceError
 from ..problem.objective import Objective
+from ..spectrum import EigenTracker
+from .base import Context, Fields, Process, all_finite, tracker_options
+from .geometry import Geometry, geometry_at
 
 SOLVERS = {"RK23": RK23, "RK45": RK45}
 # what a scipy Runge–Kutta solver needs to continue (and to interpolate its last step) after a restore
@@ -119,3 +122,53 @@ class GradientFlow:
         for k in _SOLVER_STATE:
             setattr(solver, k, saved[k])
         self._solver = solver
+
+
+class Flow(Process):
+    """Gradient flow from ``θ₀`` sampled at ``τ = ηt``: loss, sharpness, distances to GD and to ``θ†``.
+
+    ``nfev`` in step ``t``'s record is what the solver spent reaching ``τ = η(t+1)``.
+    """
+
+    name = "flow"
+
+    def __init__(self, *, sharpness_tol: float = 1e-5, flow_rtol: float = 1e-8, flow_atol: float = 1e-10,
+                 flow_method: Literal["RK23", "RK45"] = "RK23"):
+        if flow_method not in SOLVERS:   # before any work: the same one-line error as GradientFlow's
+            raise ConfigError(f"track.flow_method: unknown ODE solver {flow_method!r}; use one of "
+                              f"{', '.join(SOLVERS)}")
+        self.tracker = EigenTracker(1, **tracker_options(sharpness_tol))
+        self.options = dict(rtol=flow_rtol, atol=flow_atol, method=flow_method)
+        self.flow: GradientFlow | None = None
+        self.geometry: Geometry | None = None
+        self.last: Fields = {}
+
+    def setup(self, ctx: Context) -> None:
+        super().setup(ctx)
+        self.flow = GradientFlow(ctx.objective, ctx.objective.theta0, ctx.lr, **self.options)
+
+    def start(self, ctx: Context) -> None:
+        self.flow.theta = ctx.theta.clone()
+        if ctx.warm is not None:
+            self.tracker.seed(ctx.warm.to(ctx.theta))
+
+    def record(self, ctx: Context) -> Fields:
+        flow = self.flow
+        geom = self.geometry = geometry_at(ctx.objective, flow.theta, self.tracker)
+        self.last = {"time": flow.time, "loss": geom.loss, "sharpness": geom.sharpness,
+                     "dist_gd": float((flow.theta - ctx.need("theta", self.name)).norm()),
+                     "dist_constrained": float((flow.theta - ctx.need("here", self.name).theta).norm())}
+        return self.last
+
+    def advance(self, ctx: Context) -> Fields:
+        return {"nfev": self.flow.advance(self.geometry.grad)}   # ∇L at the flow point is already known
+
+    def finite(self) -> bool:
+        return all_finite(self.last.get("loss", 0.0), self.last.get("sharpness", 0.0))
+
+    def state_dict(self) -> dict:
+        return {"flow": self.flow.state_dict(), "tracker": self.tracker.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.flow.load_state_dict(state["flow"])
+        self.tracker.load_state_dict(state["tracker"], self.objective.device)

@@ -22,6 +22,10 @@ def perp(u: Tensor, v: Tensor) -> Tensor:
     return v - (u @ v) * u
 
 
+def squared_norm(v: Tensor) -> float:
+    return float(v.pow(2).sum())
+
+
 @dataclass
 class Geometry:
     """Everything at ``theta`` that the tracked processes use (float64 vectors of shape ``(d,)``)."""
@@ -66,7 +70,7 @@ class Geometry:
     @property
     def beta(self) -> float:
         """``β = ‖∇S⊥‖²``."""
-        return float(self.grad_sharpness_perp.pow(2).sum())
+        return squared_norm(self.grad_sharpness_perp)
 
     @property
     def delta_sq(self) -> float:
@@ -83,6 +87,25 @@ class Geometry:
         """``ε = η sqrt(α)``; NaN when ``α ≤ 0``."""
         return lr * math.sqrt(self.alpha) if self.alpha > 0 else math.nan
 
+    def state_dict(self) -> dict:
+        """Everything needed to rebuild this geometry without recomputing (or counting) anything."""
+        e = self.eig
+        return {"theta": self.theta.cpu(), "loss": self.point.loss.cpu(), "grad": self.point.grad.cpu(),
+                "values": e.values, "vectors": e.vectors.cpu(), "images": e.images.cpu(),
+                "residuals": e.residuals, "hvps": e.hvps, "iterations": e.iterations, "converged": e.converged,
+                "method": e.method,
+                "grad_sharpness": None if self._grad_sharpness is None else self._grad_sharpness.cpu()}
+
+    @classmethod
+    def from_state(cls, objective: Objective, state: dict) -> "Geometry":
+        dev = objective.device
+        eig = Eigenpairs(state["values"], state["vectors"].to(dev), state["images"].to(dev), state["residuals"],
+                         int(state["hvps"]), int(state["iterations"]), bool(state["converged"]), str(state["method"]))
+        # the loss and gradient as computed before the checkpoint: not recomputed (nor counted) on resume
+        point = objective.at(state["theta"].to(dev), loss=state["loss"].to(dev), grad=state["grad"].to(dev))
+        gs = state["grad_sharpness"]
+        return cls(point.theta, point, eig, None if gs is None else gs.to(dev))
+
 
 def geometry_at(objective: Objective, theta: Tensor, tracker: EigenTracker) -> Geometry:
     """The geometry at ``theta`` with the top eigenpair from ``tracker`` (warm-started)."""
@@ -92,22 +115,8 @@ def geometry_at(objective: Objective, theta: Tensor, tracker: EigenTracker) -> G
 
 def to_cpu_state(geom: Geometry | None) -> dict | None:
     """What a checkpoint needs to rebuild ``geom`` without recomputing it (bit-for-bit resume)."""
-    if geom is None:
-        return None
-    e = geom.eig
-    return {"theta": geom.theta.cpu(), "loss": geom.point.loss.cpu(), "grad": geom.point.grad.cpu(), "values": e.values, "vectors": e.vectors.cpu(), "images": e.images.cpu(),
-            "residuals": e.residuals, "hvps": e.hvps, "iterations": e.iterations, "converged": e.converged,
-            "method": e.method, "grad_sharpness": None if geom._grad_sharpness is None else geom._grad_sharpness.cpu()}
+    return None if geom is None else geom.state_dict()
 
 
 def from_cpu_state(objective: Objective, state: dict | None) -> Geometry | None:
-    if state is None:
-        return None
-    dev = objective.device
-    eig = Eigenpairs(state["values"], state["vectors"].to(dev), state["images"].to(dev), state["residuals"],
-                     int(state["hvps"]), int(state["iterations"]), bool(state["converged"]), str(state["method"]))
-    point = objective.at(state["theta"].to(dev))
-    # the loss and gradient as computed before the checkpoint: not recomputed (nor counted) on resume
-    point._loss, point._grad = state["loss"].to(dev), state["grad"].to(dev)
-    gs = state["grad_sharpness"]
-    return Geometry(point.theta, point, eig, None if gs is None else gs.to(dev))
+    return None if state is None else Geometry.from_state(objective, state)

@@ -1,224 +1,225 @@
-"""The four trajectories of SPEC.md §3 advanced in lockstep from the edge ``θ₀``, in float64.
+"""The tracked processes advanced in lockstep from the edge ``θ₀``, in float64 (docs/theory.md §4–7).
 
-One :meth:`Lockstep.step` records everything at time ``t`` and moves every
-process to ``t+1``:
+A :class:`Lockstep` is one loop over a list of :class:`~selfstab.processes.base.Process`
+objects (the protocol is in ``base.py``): each step records every process at
+time ``t``, then advances every process to ``t+1``, then asks the stop rules.
+It adds one table of its own, ``cost``: the HVPs, gradients and third/fourth
+derivatives spent in the step, and its wall-clock seconds.
 
-- **gd** ``θ_t``: loss, exact sharpness and its two-step average ``(S_{t−1} + S_t)/2``,
-  ``‖θ_t − θ†_t‖`` and GD's own ``x_t = u_t·(θ_t − θ†_t)``, ``y_t = ∇S⊥_t·(θ_t − θ†_t)``;
-- **constrained** ``θ†_t``: loss, ``S, α, β, δ, ε``, projection residuals;
-- **predicted** / **generalized** ``v_t``: ``x, y, ‖v‖``, the Theorem 1 loss
-  and sharpness, ``‖θ_t − (θ†_t + v_t)‖``;
-- **flow** ``θ(ηt)``: loss, sharpness, distances to GD and to ``θ†``;
-- **diagnostics** every ``k`` steps (Appendix E, ``λ₂``, top-k eigenvalues);
-- **cost**: HVPs, gradients, third derivatives and seconds spent in the step.
+:data:`PROCESSES` names every process selfstab has; :func:`default_processes`
+builds a list of them from plain keyword options (the run's ``track`` settings
+or :func:`track`'s keywords), each process taking the options its constructor
+names.  A new process is one file plus one line in :data:`PROCESSES`; a user's
+own process object can be passed to :func:`track` directly.
 
-Work is shared, never repeated: the geometry at ``θ†_{t+1}`` (eigenpair,
-gradient) is what the projection computed to check its residuals, and the
-same object serves the predicted step, the records and the diagnostics of the
-next step; each trajectory keeps its own warm-started eigen-solver.
-
-Tracking stops, with :attr:`Lockstep.stop_reason`, at the step limit, when
-``λ₂(θ†) ≥ stop_lambda2/η`` (several unstable directions, paper §8.2), or when
-a process leaves the finite numbers.
+:func:`track` is the one stepping loop: the Python API and ``selfstab run``
+both use it.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
 
-from ..config import TrackConfig
 from ..errors import ConfigError
 from ..problem.objective import Objective
-from ..spectrum import EigenTracker
-from .constrained import constrained_step, project
-from .diagnostics import diagnostics
-from .flow import GradientFlow
-from .geometry import from_cpu_state, geometry_at, to_cpu_state
-from .predicted import predicted_step, theorem1_predictions
+from .base import Context, Lambda2Threshold, NonFinite, Process, Records, StepLimit, StopRule
+from .constrained import Constrained
+from .diagnostics import Diagnostics
+from .flow import Flow
+from .gd import GD, check_lr
+from .predicted import Generalized, Predicted
 
-Records = dict[str, dict[str, float]]
+# Every process selfstab has, in the order they step (a process that reads ctx.next comes after
+# "constrained", which provides it).  A class whose `default` is False runs only when named.
+PROCESSES: dict[str, type[Process]] = {
+    "gd": GD,
+    "constrained": Constrained,
+    "predicted": Predicted,
+    "generalized": Generalized,
+    "flow": Flow,
+    "diagnostics": Diagnostics,
+}
 
-PROCESSES = ("gd", "constrained", "predicted", "generalized", "flow", "diagnostics", "cost")
-PROJECTION_TRACKERS = ("constrained", "constrained_corrector")
+def register_process(cls: type[Process]) -> type[Process]:
+    """Add a process class (e.g. a user's own) to :data:`PROCESSES` under ``cls.name``; it then steps after
+    the built-in ones and can be named in ``track.processes``.  Usable as a class decorator."""
+    if not (isinstance(cls, type) and issubclass(cls, Process)):
+        raise ConfigError(f"register_process: expected a Process subclass, got {cls!r}")
+    if cls.name in PROCESSES and PROCESSES[cls.name] is not cls:
+        raise ConfigError(f"register_process: a different process is already called {cls.name!r}; rename yours")
+    PROCESSES[cls.name] = cls
+    return cls
 
 
-def _finite(*values: float) -> bool:
-    return all(math.isfinite(v) for v in values)
+# Options that are not a process's: the λ₂ stop rule's threshold; and switches that leave a default
+# process out (the run's track.flow and track.generalized settings).
+RULE_OPTIONS = ("stop_lambda2",)
+SWITCHES = ("flow", "generalized")
+# track()'s own keywords, named in the "did you mean" of a misspelt option
+TRACK_KEYWORDS = ("steps", "processes", "stop_rules", "warm", "on_records", "lockstep", "allow_off_edge", "edge_tol")
+
+
+def _accepted(cls: type) -> list[str]:
+    return [p.name for p in inspect.signature(cls.__init__).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def process_options() -> list[str]:
+    """Every keyword option that some registered process (or a stop rule) accepts."""
+    names = {name for cls in PROCESSES.values() for name in _accepted(cls)}
+    return sorted(names | set(RULE_OPTIONS) | set(SWITCHES))
+
+
+def check_options(options: dict, extra: Sequence[str] = ()) -> None:
+    """A one-line error for an option no process accepts, with a "did you mean"."""
+    valid = process_options() + list(extra)
+    for key in options:
+        if key not in valid:
+            guess = difflib.get_close_matches(key, valid, n=1)
+            hint = f"; did you mean {guess[0]!r}?" if guess else ""
+            raise ConfigError(f"track: unknown option {key!r}{hint} (options: {', '.join(valid)})")
+
+
+def default_processes(names: Iterable[str] | None = None, **options) -> list[Process]:
+    """The processes called ``names`` (default: every process of :data:`PROCESSES` marked default), each
+    built with the ``options`` its constructor accepts (e.g. ``eig_tol=1e-8, flow_method="RK45"``)."""
+    check_options(options)
+    chosen = [n for n, cls in PROCESSES.items() if cls.default] if names is None else list(names)
+    chosen = [n for n in chosen if options.pop(n, True) or n not in SWITCHES]   # flow=False leaves it out
+    for name in chosen:
+        if name not in PROCESSES:
+            guess = difflib.get_close_matches(name, list(PROCESSES), n=1)
+            hint = f"; did you mean {guess[0]!r}?" if guess else ""
+            raise ConfigError(f"track.processes: unknown process {name!r}{hint} "
+                              f"(processes: {', '.join(PROCESSES)})")
+    order = [n for n in PROCESSES if n in chosen]   # the registry's order is the stepping order
+    return [PROCESSES[n](**{k: v for k, v in options.items() if k in _accepted(PROCESSES[n])}) for n in order]
+
+
+def default_stop_rules(stop_lambda2: float | None = 1.9) -> list[StopRule]:
+    """Non-finite state, then ``λ₂(θ†) ≥ stop_lambda2/η`` (``None``: no λ₂ rule)."""
+    rules: list[StopRule] = [NonFinite()]
+    if stop_lambda2 is not None:
+        rules.append(Lambda2Threshold(stop_lambda2))
+    return rules
 
 
 class Lockstep:
-    """GD, the constrained trajectory, the predicted dynamics (both forms) and gradient flow from ``θ₀``."""
+    """A list of processes stepped together from ``θ₀`` (module docstring).
 
-    def __init__(self, objective: Objective, theta0: Tensor, lr: float, config: TrackConfig | None = None,
-                 *, warm: Tensor | None = None):
-        self._setup(objective, lr, config)
-        if warm is not None:   # the eigenvectors found at the edge warm every solver
-            for tr in self.trackers.values():
-                tr._history.append(warm.to(self.objective.theta0).reshape(-1, self.objective.dim)[: tr.k])
-        c = self.config
-        self.theta = self.objective.vector(theta0).clone()
-        proj = project(self.objective, self.theta, self.lr, self._projection_trackers(), tol=c.proj_tol,
-                       max_steps=c.proj_max_iter, min_steps=c.proj_min_iter, coupled=c.proj_coupled,
-                       two_sided=True)   # θ†₀ on the boundary S = 2/η (see constrained.py)
-        self.here, self.proj = proj.geometry, _proj_fields(proj)
-        self.v = self.theta - self.here.theta
-        self.vg = self.v.clone()
-        if self.flow is not None:
-            self.flow.theta = self.theta.clone()
+    Build it, then either :meth:`start` it at ``θ₀`` or restore it with
+    :meth:`load_state_dict` (:meth:`from_state` does both steps of the latter).
+    """
 
-    def _setup(self, objective: Objective, lr: float, config: TrackConfig | None) -> None:
-        self.config = config or TrackConfig()
-        if not lr > 0:
-            raise ConfigError(f"lr: the learning rate must be positive, got {lr}")
+    def __init__(self, objective: Objective, lr: float, processes: Sequence[Process] | None = None, *,
+                 stop_rules: Sequence[StopRule] | None = None):
         self.objective = objective.to(torch.float64)
-        self.lr = float(lr)
-        c = self.config
-        eig_kwargs = dict(tol=c.eig_tol, on_fail="warn", history=4, min_history=2)   # adaptive depth: EigenTracker
-        # one tracker per kind of point: GD, flow, θ†'s first solved point and its corrector points (project()).
-        # GD's and the flow's eigenpairs are only recorded (their sharpness), so they are solved to
-        # sharpness_tol; θ†'s feed the projection and the predicted dynamics, so they are solved to eig_tol.
-        self.trackers = {name: EigenTracker(1, **{**eig_kwargs, "tol": c.sharpness_tol}) for name in ("gd", "flow")}
-        self.trackers.update({name: EigenTracker(1, **eig_kwargs) for name in PROJECTION_TRACKERS})
-        # the top-k eigenvalues every diagnostics_every steps: records and the λ₂ stop rule, so sharpness_tol
-        self.trackers["diagnostics"] = EigenTracker(c.k_eigs, **{**eig_kwargs, "tol": c.sharpness_tol})
-        self.t = 0
-        self.flow = GradientFlow(self.objective, self.objective.theta0, self.lr, rtol=c.flow_rtol,
-                                 atol=c.flow_atol, method=c.flow_method) if c.flow else None
-        self.prev_gd_sharpness = math.nan
+        self.lr = check_lr(lr)
+        self.processes = list(default_processes() if processes is None else processes)
+        names = [p.name for p in self.processes]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"processes: two processes share a name in {names}; names are the record tables")
+        self.stop_rules = list(default_stop_rules() if stop_rules is None else stop_rules)
+        self.ctx = Context(self.objective, self.lr, processes={p.name: p for p in self.processes})
+        for p in self.processes:
+            p.setup(self.ctx)
         self.stop_reason: str | None = None
-        self.power_starts: dict[str, Tensor] = {}   # the diagnostics' tensor power iterations continue from here
 
-    def _projection_trackers(self) -> list[EigenTracker]:
-        return [self.trackers[name] for name in PROJECTION_TRACKERS]
+    @property
+    def t(self) -> int:
+        return self.ctx.t
 
-    @classmethod
-    def from_state(cls, objective: Objective, lr: float, config: TrackConfig | None, state: dict) -> "Lockstep":
-        """A lockstep restored from :meth:`state_dict` (a checkpoint), without recomputing anything."""
-        self = cls.__new__(cls)
-        self._setup(objective, lr, config)
-        self.load_state_dict(state)
+    def get(self, name: str) -> Process:
+        return self.ctx.processes[name]
+
+    def start(self, theta0: Tensor, warm: Tensor | None = None) -> "Lockstep":
+        """Set every process up at ``θ₀``; ``warm`` (eigenvectors found at the edge) seeds their solvers."""
+        ctx = self.ctx
+        ctx.t, ctx.theta = 0, self.objective.vector(theta0).clone()
+        ctx.warm = None if warm is None else warm.to(ctx.theta)
+        for p in self.processes:
+            p.start(ctx)
+            p.publish(ctx)
+        ctx.warm = None
         return self
 
-    # -- one step -----------------------------------------------------------------------------
     def step(self) -> Records:
-        """Record time ``t`` and advance every process to ``t+1``."""
-        c, lr, obj, here = self.config, self.lr, self.objective, self.here
+        """Record time ``t`` and advance every process to ``t+1``; then apply the stop rules."""
+        ctx, obj = self.ctx, self.objective
         start, counts0 = time.perf_counter(), Counter(obj.counts)
         rec: Records = {}
-
-        gd_geom = geometry_at(obj, self.theta, self.trackers["gd"])
-        s_gd = gd_geom.sharpness
-        disp = self.theta - here.theta   # GD's own x_t, y_t: its displacement from θ† along u_t and ∇S⊥_t
-        rec["gd"] = {"loss": gd_geom.loss, "sharpness": s_gd, "sharpness_avg2": 0.5 * (self.prev_gd_sharpness + s_gd),
-                     "x": float(here.u @ disp), "y": float(here.grad_sharpness_perp @ disp),
-                     "dist_constrained": float(disp.norm()),
-                     "grad_norm": float(gd_geom.grad.norm()), "u_dot_grad": float(gd_geom.u @ gd_geom.grad),
-                     "eig_residual": float(gd_geom.eig.residuals.max())}
-        alpha, beta = here.alpha, here.beta
-        rec["constrained"] = {"loss": here.loss, "sharpness": here.sharpness, "alpha": alpha, "beta": beta,
-                              "delta": here.delta, "epsilon": here.epsilon(lr), "alpha_nonpositive": float(alpha <= 0),
-                              "grad_norm": float(here.grad.norm()), "eig_residual": float(here.eig.residuals.max()),
-                              "gradS_dot_u": float(here.grad_sharpness @ here.u), **self.proj}
-        if self.flow is not None:
-            fl = geometry_at(obj, self.flow.theta, self.trackers["flow"])
-            rec["flow"] = {"time": self.flow.time, "loss": fl.loss, "sharpness": fl.sharpness,
-                           "dist_gd": float((self.flow.theta - self.theta).norm()),
-                           "dist_constrained": float((self.flow.theta - here.theta).norm())}
-        if self.t % c.diagnostics_every == 0:
-            rec["diagnostics"] = self._diagnostics()
-
-        # advance: GD, the constrained trajectory, then the predictions (they need u_{t+1})
-        theta_next = self.theta - lr * gd_geom.grad
-        proj = constrained_step(obj, here, lr, self._projection_trackers(), tol=c.proj_tol,
-                                max_steps=c.proj_max_iter, min_steps=c.proj_min_iter, coupled=c.proj_coupled,
-                                chord=c.proj_chord, predict=c.proj_predict)
-        u_next = proj.geometry.u
-        if float(u_next @ here.u) < 0:   # the θ† sequence keeps u_{t+1}·u_t > 0 whichever solver found u_{t+1}
-            proj.geometry.eig.vectors.neg_()
-            proj.geometry.eig.images.neg_()
-        nxt = {}
-        for name, v, general in (("predicted", self.v, False), ("generalized", self.vg, True)):
-            if general and not c.generalized:
-                continue
-            nxt[name], f = predicted_step(v, here, u_next, lr, generalized=general, even_part=c.even_part)
-            pred = theorem1_predictions(here, f["x"], f["y"], lr)
-            rec[name] = {**f, "v_norm": float(v.norm()), **pred,
-                         "dist_gd": float((self.theta - here.theta - v).norm())}
-        if self.flow is not None:
-            rec["flow"]["nfev"] = self.flow.advance(fl.grad)   # ∇L at the flow point is already known
+        for p in self.processes:
+            fields = p.record(ctx)
+            if fields is not None:
+                rec[p.name] = fields
+        for p in self.processes:
+            extra = p.advance(ctx)
+            if extra:
+                rec.setdefault(p.name, {}).update(extra)
         spent = Counter(obj.counts)
         spent.subtract(counts0)
         rec["cost"] = {"hvps": spent["hvp"], "grads": spent["grad"], "d3": spent["d3"] + spent["d4"],
                        "seconds": time.perf_counter() - start}
-
-        self.theta, self.here, self.proj = theta_next, proj.geometry, _proj_fields(proj)
-        self.v = nxt["predicted"]
-        self.vg = nxt.get("generalized", self.vg)
-        self.prev_gd_sharpness = s_gd
-        self.t += 1
-        self._check_stop(rec)
+        ctx.t += 1
+        ctx.next = None
+        for p in self.processes:   # between steps the context shows time t+1
+            p.publish(ctx)
+        for rule in self.stop_rules:
+            reason = rule.check(ctx, rec)
+            if reason is not None:
+                self.stop_reason = reason
+                break
         return rec
-
-    def _diagnostics(self) -> dict:
-        here = self.here
-        # its history is diagnostics_every steps old: u(θ†_t), known exactly, joins the warm subspace
-        eig = self.trackers["diagnostics"].refresh(here.point, extra=here.u)
-        out = diagnostics(here, self.v, self.lr, power_iters=self.config.power_iters, starts=self.power_starts)
-        out["lambda2"] = float(eig.values[1]) if eig.values.numel() > 1 else math.nan
-        for i, val in enumerate(eig.values.tolist()):
-            out[f"eig_{i}"] = val
-        return out
-
-    def _check_stop(self, rec: Records) -> None:
-        lam2 = rec.get("diagnostics", {}).get("lambda2", math.nan)
-        if math.isfinite(lam2) and lam2 >= self.config.stop_lambda2 / self.lr:
-            self.stop_reason = (f"lambda2: λ₂(θ†) = {lam2:.4g} reached {self.config.stop_lambda2:g}/η at step "
-                                f"{self.t - 1} (several unstable eigenvalues)")
-        for name in ("gd", "constrained", "flow"):
-            r = rec.get(name)
-            if r is not None and not _finite(r["loss"], r["sharpness"]):
-                self.stop_reason = f"diverged: the {name} process left the finite numbers at step {self.t - 1}"
-        if not bool(torch.isfinite(self.v).all()):
-            self.stop_reason = f"diverged: the predicted displacement v left the finite numbers at step {self.t - 1}"
 
     # -- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"t": self.t, "theta": self.theta.cpu(), "v": self.v.cpu(), "vg": self.vg.cpu(),
-                "here": to_cpu_state(self.here), "proj": dict(self.proj),
-                "trackers": {k: tr.state_dict() for k, tr in self.trackers.items()},
-                "flow": None if self.flow is None else self.flow.state_dict(),
-                "prev_gd_sharpness": self.prev_gd_sharpness, "stop_reason": self.stop_reason,
-                "power_starts": {k: w.cpu() for k, w in self.power_starts.items()},
-                "counts": dict(self.objective.counts)}
+        return {"t": self.t, "stop_reason": self.stop_reason, "counts": dict(self.objective.counts),
+                "processes": {p.name: p.state_dict() for p in self.processes}}
 
     def load_state_dict(self, state: dict) -> None:
-        obj = self.objective
-        self.t = int(state["t"])
-        self.theta = state["theta"].to(obj.theta0)
-        self.v, self.vg = state["v"].to(obj.theta0), state["vg"].to(obj.theta0)
-        self.here = from_cpu_state(obj, state["here"])
-        self.proj = dict(state["proj"])
-        for k, tr in self.trackers.items():
-            tr.load_state_dict(state["trackers"][k], obj.device)
-        if self.flow is not None and state["flow"] is not None:
-            self.flow.load_state_dict(state["flow"])
-        self.prev_gd_sharpness = float(state["prev_gd_sharpness"])
+        if "processes" not in state:
+            state = _from_legacy(state)
+        missing = [p.name for p in self.processes if p.name not in state["processes"]]
+        if missing:
+            raise ConfigError(f"checkpoint: it holds no state for the process(es) {', '.join(missing)}; resume "
+                              f"with the processes it was made with ({', '.join(state['processes'])})")
+        self.ctx.t = int(state["t"])
         self.stop_reason = state["stop_reason"]
-        self.power_starts = {k: w.to(obj.theta0) for k, w in state.get("power_starts", {}).items()}
-        obj.counts.clear()
-        obj.counts.update(state["counts"])
+        for p in self.processes:
+            p.load_state_dict(state["processes"][p.name])
+            p.publish(self.ctx)
+        self.objective.counts.clear()
+        self.objective.counts.update(state["counts"])
+
+    @classmethod
+    def from_state(cls, objective: Objective, lr: float, state: dict, processes: Sequence[Process] | None = None,
+                   *, stop_rules: Sequence[StopRule] | None = None) -> "Lockstep":
+        """A lockstep restored from :meth:`state_dict` (a checkpoint), without recomputing anything."""
+        self = cls(objective, lr, processes, stop_rules=stop_rules)
+        self.load_state_dict(state)
+        return self
 
 
-def _proj_fields(proj) -> dict:
-    return {"proj_residual_sharpness": proj.residual_sharpness, "proj_residual_grad": proj.residual_grad,
-            "proj_steps": float(proj.steps), "proj_converged": float(proj.converged)}
+def _from_legacy(state: dict) -> dict:
+    """A checkpoint written before the process protocol, in today's layout (same values)."""
+    tr = state["trackers"]
+    procs = {"gd": {"theta": state["theta"], "prev_sharpness": state["prev_gd_sharpness"], "tracker": tr["gd"]},
+             "constrained": {"here": state["here"], "proj": state["proj"],
+                             "trackers": [tr["constrained"], tr["constrained_corrector"]]},
+             "predicted": {"v": state["v"]}, "generalized": {"v": state["vg"]},
+             "diagnostics": {"tracker": tr["diagnostics"], "power_starts": state.get("power_starts", {})}}
+    if state.get("flow") is not None:
+        procs["flow"] = {"flow": state["flow"], "tracker": tr["flow"]}
+    return {"t": state["t"], "stop_reason": state["stop_reason"], "counts": state["counts"], "processes": procs}
 
 
 @dataclass
@@ -235,31 +236,76 @@ class TrackResult:
         return {k: pd.DataFrame(v).set_index("step") for k, v in self.records.items() if v}
 
 
-def track(objective: Objective, theta0: Tensor, lr: float, steps: int | None = None, *,
-          config: TrackConfig | None = None, warm: Tensor | None = None,
-          on_records: Callable[[int, Records], None] | None = None, lockstep: Lockstep | None = None,
-          **overrides) -> TrackResult:
-    """Track GD, ``θ†``, the predicted dynamics and gradient flow from ``θ₀`` for ``steps`` steps.
+def check_edge(objective: Objective, theta0: Tensor, lr: float, warm: Tensor | None, tol: float) -> float:
+    """``S(θ₀)``, or a :class:`ConfigError` when it is not within ``tol`` (relative) of ``2/η``.
 
-    ``config`` (a :class:`~selfstab.config.TrackConfig`) and keyword
-    ``overrides`` of its fields set the tolerances; ``on_records(t, records)``
-    streams each step; ``lockstep`` continues an existing (e.g. resumed) run.
-    Returns a :class:`TrackResult` whose :meth:`~TrackResult.frames` are pandas
+    The theory tracked here starts at the edge of stability; from elsewhere its
+    predictions are meaningless (docs/theory.md §3).  The solve uses its own
+    tracker, so the tracked processes' warm starts are untouched.
+    """
+    from ..spectrum import EigenTracker
+    obj = objective.to(torch.float64)
+    tracker = EigenTracker(1, tol=1e-6, on_fail="warn")
+    if warm is not None:
+        tracker.seed(warm.to(obj.theta0))
+    s = tracker.refresh(obj.at(theta0)).sharpness
+    ratio = s * lr / 2
+    if not abs(ratio - 1) <= tol:
+        where = "below" if ratio < 1 else "above"
+        raise ConfigError(f"theta0: S(θ₀) = {s:.4g} is {abs(ratio - 1):.0%} {where} the edge 2/η = {2 / lr:.4g} "
+                          f"(allowed: {tol:.0%}); start from selfstab.gd_to_edge(objective, lr).theta0, or choose "
+                          f"lr near 2/S(θ₀) = {2 / s:.4g}, or pass allow_off_edge=True to track from there anyway")
+    return s
+
+
+def track(objective: Objective, theta0: Tensor | None, lr: float, steps: int = 800, *,
+          processes: Sequence[Process] | Sequence[str] | None = None, stop_rules: Sequence[StopRule] | None = None,
+          warm: Tensor | None = None, on_records: Callable[[int, Records], None] | None = None,
+          lockstep: Lockstep | None = None, allow_off_edge: bool = False, edge_tol: float = 0.1,
+          **options) -> TrackResult:
+    """Track GD, ``θ†``, the predicted dynamics, gradient flow and the diagnostics from ``θ₀``.
+
+    ``steps``: GD steps from ``θ₀`` (time restarts at 0 there).  ``processes``:
+    process objects or names (default: :func:`default_processes`); keyword
+    ``options`` set their tolerances (``eig_tol``, ``proj_tol``,
+    ``flow_method``, ``diagnostics_every``, …, and ``stop_lambda2``; an unknown
+    one is an error that suggests the nearest).  ``warm``: eigenvectors found
+    at the edge (``gd_to_edge(...).eig.vectors``).  ``on_records(t, records)``
+    streams each step; ``lockstep`` continues an existing (e.g. resumed) run
+    instead of starting at ``theta0``.
+
+    ``θ₀`` must be at the edge: ``S(θ₀)`` within ``edge_tol`` (relative) of
+    ``2/η``, or a :class:`~selfstab.errors.ConfigError` says how far off it is;
+    ``allow_off_edge=True`` tracks from anywhere.  Returns a
+    :class:`TrackResult` whose :meth:`~TrackResult.frames` are pandas
     DataFrames indexed by step.
     """
-    import dataclasses
-    config = dataclasses.replace(config or TrackConfig(), **overrides)
-    steps = config.steps if steps is None else int(steps)
-    ls = lockstep or Lockstep(objective, theta0, lr, config, warm=warm)
-    result = TrackResult(lockstep=ls)
-    while ls.t < steps and ls.stop_reason is None:
-        t = ls.t
-        rec = ls.step()
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ConfigError(f"steps: the number of steps to track must be an int ≥ 0, got {steps!r}")
+    check_options(options, extra=TRACK_KEYWORDS)
+    lr = check_lr(lr)
+    rule_options = {k: options.pop(k) for k in RULE_OPTIONS if k in options}
+    if lockstep is None:
+        if theta0 is None:
+            raise ConfigError("theta0: give the point to track from (or lockstep= to continue a run)")
+        if processes is None or all(isinstance(p, str) for p in processes):
+            processes = default_processes(processes, **options)
+        elif options:
+            raise ConfigError(f"track: options {', '.join(options)} apply to the default processes; set them on "
+                              f"your process objects instead")
+        if not allow_off_edge:
+            check_edge(objective, theta0, lr, warm, edge_tol)
+        rules = default_stop_rules(**rule_options) if stop_rules is None else stop_rules
+        lockstep = Lockstep(objective, lr, processes, stop_rules=rules).start(theta0, warm)
+    result = TrackResult(lockstep=lockstep)
+    limit = StepLimit(steps)
+    while lockstep.stop_reason is None and limit.check(lockstep.ctx, {}) is None:
+        t = lockstep.t
+        rec = lockstep.step()
         for name, fields in rec.items():
             result.records.setdefault(name, []).append({"step": t, **fields})
         if on_records is not None:
             on_records(t, rec)
-    result.steps = ls.t
-    result.stop_reason = ls.stop_reason or f"steps: reached the step limit {steps}"
+    result.steps = lockstep.t
+    result.stop_reason = lockstep.stop_reason or limit.check(lockstep.ctx, {}) or ""
     return result
-

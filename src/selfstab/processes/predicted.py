@@ -20,38 +20,43 @@ too (then ``δ`` itself is missing and recorded as such); with ``β = 0`` the
 
 from __future__ import annotations
 
-import math
-
-import torch
 from torch import Tensor
 
+from .base import Context, Fields, Process, tensor_finite
 from .geometry import Geometry, perp
 
 
-def predicted_step(v: Tensor, here: Geometry, u_next: Tensor, lr: float, *, generalized: bool = False,
-                   even_part: bool = False) -> tuple[Tensor, dict]:
-    """``v_{t+1}`` from ``v_t``, the geometry at ``θ†_t`` and ``u_{t+1}`` (eq. (6) / Appendix F).
-
-    Returns the new displacement and the fields at ``t``: ``x, y`` and, for the
-    generalized form, ``F_prime``.
-    """
-    u = here.u
-    gs_perp = here.grad_sharpness_perp
-    x = float(u @ v)
-    y = float(gs_perp @ v)
-    w = perp(u, v)
-    w = w - lr * here.point.hvp(w)                            # (I − ηH_t) P⊥_{u_t} v_t
-    w = w + lr * gs_perp * (here.delta_sq - x * x) / 2
-    coef = -(1 + lr * y) * x
-    fields = {"x": x, "y": y}
+def predicted_fields(v: Tensor, here: Geometry, lr: float, *, generalized: bool = False,
+                     even_part: bool = False) -> dict:
+    """``x_t = u_t·v_t``, ``y_t = ∇S⊥_t·v_t`` and, for the generalized form, ``F_t'(x_t)`` (one more gradient;
+    two for the even part)."""
+    fields = {"x": float(here.u @ v), "y": float(here.grad_sharpness_perp @ v)}
     if generalized:
+        x = fields["x"]
         fp = _f_prime(here, x, lr)
         if even_part:
             fp = 0.5 * (fp - _f_prime(here, -x, lr))
-        coef -= lr * fp
         fields["F_prime"] = fp
-    v_next = perp(u_next, w) + coef * u_next
-    return v_next, fields
+    return fields
+
+
+def predicted_step(v: Tensor, here: Geometry, u_next: Tensor, lr: float, fields: dict | None = None, *,
+                   generalized: bool = False, even_part: bool = False) -> Tensor:
+    """``v_{t+1}`` from ``v_t``, the geometry at ``θ†_t`` and ``u_{t+1}`` (eq. (6); Appendix F when
+    ``fields`` holds ``F_prime``).  ``fields``: :func:`predicted_fields` at ``t`` if already computed.
+
+    Cost: one HVP with ``P⊥_{u_t} v_t`` at ``θ†_t``.
+    """
+    if fields is None:
+        fields = predicted_fields(v, here, lr, generalized=generalized, even_part=even_part)
+    x, y = fields["x"], fields["y"]
+    w = perp(here.u, v)
+    w = w - lr * here.point.hvp(w)                            # (I − ηH_t) P⊥_{u_t} v_t
+    w = w + lr * here.grad_sharpness_perp * (here.delta_sq - x * x) / 2
+    coef = -(1 + lr * y) * x
+    if "F_prime" in fields:
+        coef -= lr * fields["F_prime"]
+    return perp(u_next, w) + coef * u_next
 
 
 def _f_prime(here: Geometry, x: float, lr: float) -> float:
@@ -68,5 +73,46 @@ def theorem1_predictions(here: Geometry, x: float, y: float, lr: float) -> dict:
             "sharpness": 2.0 / lr + y + float(here.grad_sharpness @ here.u) * x}
 
 
-def finite(v: Tensor) -> bool:
-    return bool(torch.isfinite(v).all()) and math.isfinite(float(v.norm()))
+class Predicted(Process):
+    """The predicted dynamics ``θ†_t + v_t`` (eq. (6)); needs the constrained trajectory before it.
+
+    Records ``x, y`` (and ``F_prime`` for the generalized form), ``‖v_t‖``, the
+    Theorem 1 loss and sharpness, and ``‖θ_t − (θ†_t + v_t)‖``.
+    """
+
+    name = "predicted"
+    generalized = False
+
+    def __init__(self, *, even_part: bool = False):
+        self.even_part = even_part
+        self.v: Tensor | None = None
+        self.fields: dict = {}
+
+    def start(self, ctx: Context) -> None:
+        self.v = ctx.theta - ctx.need("here", self.name).theta
+
+    def record(self, ctx: Context) -> Fields:
+        here, v = ctx.need("here", self.name), self.v
+        self.fields = predicted_fields(v, here, ctx.lr, generalized=self.generalized, even_part=self.even_part)
+        pred = theorem1_predictions(here, self.fields["x"], self.fields["y"], ctx.lr)
+        return {**self.fields, "v_norm": float(v.norm()), **pred,
+                "dist_gd": float((ctx.need("theta", self.name) - here.theta - v).norm())}
+
+    def advance(self, ctx: Context) -> None:
+        self.v = predicted_step(self.v, ctx.here, ctx.need("next", self.name).u, ctx.lr, self.fields)
+
+    def finite(self) -> bool:
+        return tensor_finite(self.v)
+
+    def state_dict(self) -> dict:
+        return {"v": self.v.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.v = state["v"].to(self.objective.theta0)
+
+
+class Generalized(Predicted):
+    """The generalized predicted dynamics of Appendix F (the ``u``-part through ``F_t'``)."""
+
+    name = "generalized"
+    generalized = True

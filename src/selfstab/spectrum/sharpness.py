@@ -67,7 +67,8 @@ class EigenTracker:
                  method: Literal["auto", "dense", "lobpcg", "eigsh"] = "auto",
                  on_fail: Literal["raise", "warn"] = "raise", seed: int = 0, guard: int = 0, guard_after: int = 6,
                  guard_gap: float = 0.97, min_history: int | None = None):
-        self.k, self.tol, self.max_iter, self.method, self.on_fail, self.seed = k, tol, max_iter, method, on_fail, seed
+        self.k, self.tol, self.max_iter, self.method, self.on_fail = k, tol, max_iter, method, on_fail
+        self.random_seed = seed   # of the cold start (ARPACK's starting vector)
         self.guard, self.guard_after, self.guard_off, self.guard_gap = guard, guard_after, 10, guard_gap
         self._easy = 0
         self._history: deque[Tensor] = deque(maxlen=max(1, history))
@@ -75,6 +76,7 @@ class EigenTracker:
         self.depth = self._history.maxlen if self.min_history is None else self.min_history
         self._idle = 0
         self.last: Eigenpairs | None = None
+        self.last_iterations: int | None = None   # of the last solve; kept in state_dict (warm-start choices read it)
         self.hvps = 0
         self.calls = 0
 
@@ -100,7 +102,7 @@ class EigenTracker:
         previous = (self._history[0] if self._history else None) if start is None else warm
         result = top_eigenpairs(point.hvp, obj.dim, self.k, dtype=obj.dtype, device=obj.device, warm=warm,
                                 tol=self.tol, max_iter=self.max_iter, method=self.method, on_fail=self.on_fail,
-                                seed=self.seed, previous=previous[: self.k] if previous is not None else None,
+                                seed=self.random_seed, previous=previous[: self.k] if previous is not None else None,
                                 guard=self.guard)
         self._easy = self._easy + 1 if result.iterations <= 2 else 0
         gap = result.extra.get("gap_ratio", float("nan"))
@@ -119,16 +121,32 @@ class EigenTracker:
             block = torch.cat([block, result.extra["guard"]])
         self._history.appendleft(block.detach().clone())
         self.last = result
+        self.last_iterations = result.iterations
         self.hvps += result.hvps
         self.calls += 1
         return result
 
     def reset(self) -> None:
         self._history.clear()
-        self.last = None
+        self.last = self.last_iterations = None
+
+    def seed(self, vectors: Tensor) -> None:
+        """Warm-start the next solve from ``vectors`` (``(m, d)`` or ``(d,)``; e.g. eigenvectors found at a
+        nearby point): the first ``k`` rows join the history as its oldest block."""
+        self._history.append(vectors.reshape(-1, vectors.shape[-1])[: self.k].detach())
+
+    def snapshot(self) -> tuple[Tensor, ...]:
+        """The warm-start history as it is now (newest first), for :meth:`restore`."""
+        return tuple(self._history)
+
+    def restore(self, snapshot: tuple[Tensor, ...]) -> None:
+        """Put back a history taken by :meth:`snapshot` (e.g. to replay a stretch of GD exactly)."""
+        self._history.clear()
+        self._history.extend(snapshot)
 
     def state_dict(self) -> dict:
         return {"history": [h.cpu() for h in self._history], "hvps": self.hvps, "calls": self.calls,
+                "last_iterations": self.last_iterations,
                 "guard": self.guard, "easy": self._easy, "depth": self.depth, "idle": self._idle}
 
     def load_state_dict(self, state: dict, device: torch.device | str | None = None) -> None:
@@ -136,5 +154,6 @@ class EigenTracker:
         for h in state["history"]:
             self._history.append(h.to(device) if device is not None else h)
         self.hvps, self.calls = int(state["hvps"]), int(state["calls"])
+        self.last_iterations = state.get("last_iterations")
         self.guard, self._easy = int(state.get("guard", 0)), int(state.get("easy", 0))
         self.depth, self._idle = int(state.get("depth", self.depth)), int(state.get("idle", 0))

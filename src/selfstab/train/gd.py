@@ -27,6 +27,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, DivergenceError
 from ..problem.objective import Objective
+from ..processes.gd import check_lr, gd_step
 from ..spectrum import EigenTracker, Eigenpairs
 
 Record = dict
@@ -54,17 +55,7 @@ class EdgeResult:
     counts: dict = field(default_factory=dict)
 
 
-def check_lr(lr: float) -> float:
-    try:
-        lr = float(lr)
-    except (TypeError, ValueError):
-        raise ConfigError(f"lr: the learning rate must be a number, got {lr!r}") from None
-    if not math.isfinite(lr) or lr <= 0:
-        raise ConfigError(f"lr: the learning rate must be positive and finite, got {lr}; try e.g. --train.lr 0.2")
-    return lr
-
-
-class _Divergence:
+class DivergenceGuard:
     """Loss NaN/inf, or above ``factor`` × the initial loss (and ``floor``)."""
 
     def __init__(self, lr: float, factor: float):
@@ -111,7 +102,7 @@ def gd_to_edge(objective: Objective, lr: float, *, theta: Tensor | None = None, 
         raise ConfigError(f"max_steps: must be ≥ 0, got {max_steps}")
     tracker = tracker or EigenTracker(1, on_fail="warn")
     edge = 2.0 / lr
-    diverge = _Divergence(lr, divergence_factor)
+    diverge = DivergenceGuard(lr, divergence_factor)
     history: list[Record] = []
     pending: list[Record] = []   # records since the last check below the edge
 
@@ -133,7 +124,7 @@ def gd_to_edge(objective: Objective, lr: float, *, theta: Tensor | None = None, 
             emit(pending)
             exc.history = history
             raise
-        theta_next = theta_t - lr * point.grad
+        theta_next = gd_step(theta_t, point.grad, lr)
         eig = None
         if measure:
             mid = objective.at(0.5 * (theta_t + theta_next))
@@ -151,8 +142,7 @@ def gd_to_edge(objective: Objective, lr: float, *, theta: Tensor | None = None, 
     def _replay(check: tuple, t_cross: int) -> EdgeResult | None:
         """Replay GD from the last check below the edge, testing every step up to ``t_cross``."""
         t0, theta_r, hist, _ = check
-        tracker._history.clear()
-        tracker._history.extend(hist)
+        tracker.restore(hist)
         by_step = {r["step"]: r for r in pending}
         theta_r, _, _ = step_from(theta_r, t0, False)   # the check step itself was below the edge
         for s in range(t0 + 1, t_cross + 1):
@@ -186,7 +176,7 @@ def gd_to_edge(objective: Objective, lr: float, *, theta: Tensor | None = None, 
         if eig is not None:
             emit(pending)
             rate = None if last_check is None else (eig.sharpness - last_check[3]) / (t - last_check[0])
-            last_check = (t, theta_t.clone(), list(tracker._history), eig.sharpness)
+            last_check = (t, theta_t.clone(), tracker.snapshot(), eig.sharpness)
             next_check = t + _interval(eig.sharpness, lr, every, rate)
         if t >= max_steps:
             break

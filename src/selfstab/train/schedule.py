@@ -18,7 +18,8 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..problem.objective import Objective
 from ..spectrum import EigenTracker
-from .gd import _Divergence, check_lr
+from ..processes.gd import check_lr, gd_step
+from .gd import DivergenceGuard
 
 Evaluate = Callable[[Tensor], dict]
 
@@ -39,7 +40,7 @@ def gd_run(objective: Objective, lr: float, steps: int, *, schedule: Literal["co
     if measure_every < 1:
         raise ConfigError(f"measure_every: must be ≥ 1, got {measure_every}")
     tracker = tracker or EigenTracker(1, on_fail="warn")
-    diverge = _Divergence(lr, divergence_factor)
+    diverge = DivergenceGuard(lr, divergence_factor)
     theta_t = objective.vector(theta).clone()
     step_size = lr
     for t in range(steps + 1):
@@ -59,5 +60,5 @@ def gd_run(objective: Objective, lr: float, steps: int, *, schedule: Literal["co
             progress(t, rec)
         diverge.check(t, rec["loss"])   # raises after the record was emitted: the history is kept
         if t < steps:
-            theta_t = theta_t - step_size * point.grad
+            theta_t = gd_step(theta_t, point.grad, step_size)
     return theta_t

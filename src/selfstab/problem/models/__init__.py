@@ -44,6 +44,7 @@ class ModelSpec:
     build: Callable[..., nn.Module]
     description: str
     examples: tuple[tuple[str, tuple, int, dict], ...] = (_CIFAR, _DIGITS)
+    width_option: str = "width"   # the option that a run's model.width sets (the transformer's is hidden)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -58,7 +59,7 @@ MODELS: dict[str, ModelSpec] = {s.name: s for s in (
               (_CIFAR, _DIGITS, _MNIST1D)),
     ModelSpec("resnet18", ResNet18, "CIFAR ResNet-18, stage widths 16/32/64/128, GroupNorm, 3x3 stem, no max-pool"),
     ModelSpec("transformer", Transformer, "pre-LN encoder, 2 layers, hidden 64, 2 heads, masked mean-pool; "
-              "inputs (tokens, mask)", (_SST2,)),
+              "inputs (tokens, mask)", (_SST2,), width_option="hidden"),
 )}
 
 

@@ -94,25 +94,47 @@ def test_writer_escapes_strings_and_special_floats():
         ["--lr", "0.02"],
         ["--lr=0.02"],
         ["lr=0.02"],
-        ["--train.lr", "0.02"],
-        ["--train.lr=2e-2"],
-        ["train.lr=0.02"],
     ],
 )
 def test_override_forms(overrides):
-    assert load_config(RunConfig, None, overrides).train.lr == 0.02
+    assert load_config(RunConfig, None, overrides).lr == 0.02
+
+
+@pytest.mark.parametrize("overrides", [["--train.lr", "0.02"], ["--train.lr=2e-2"], ["train.lr=0.02"]])
+def test_old_train_lr_still_sets_the_learning_rate_with_a_warning(overrides):
+    with pytest.warns(DeprecationWarning, match="train.lr is deprecated"):
+        cfg = load_config(RunConfig, None, overrides)
+    assert cfg.lr == 0.02 and cfg.train.lr is None
+
+
+def test_old_config_file_with_train_lr(tmp_path):
+    path = tmp_path / "old.toml"
+    path.write_text("[train]\nlr = 0.1\nmax_steps = 5\n")
+    with pytest.warns(DeprecationWarning):
+        assert load_config(RunConfig, path, []).lr == 0.1
+        # the command line beats the file's old key
+        assert load_config(RunConfig, path, ["--lr", "0.3"]).lr == 0.3
+        assert from_dict(RunConfig, {"train": {"lr": 0.05}}).lr == 0.05
+    assert RunConfig(lr=0.25).edge == 8.0
+
+
+def test_model_options_table_from_the_command_line():
+    cfg = load_config(RunConfig, None, ["--model.options.heads", "4", "--model.options.layers=3",
+                                        "--model.options.blocks", "[1, 1, 1, 1]", "--model.options.activation", "relu"])
+    assert cfg.model.options == {"heads": 4, "layers": 3, "blocks": [1, 1, 1, 1], "activation": "relu"}
+    assert from_dict(RunConfig, tomllib.loads(to_toml(cfg))).model.options == cfg.model.options
 
 
 def test_overrides_parse_by_field_type(tmp_path):
     path = tmp_path / "c.toml"
-    path.write_text('seed = 3\n[model]\nwidth = 200\n[train]\nlr = 0.1\nevery = [5, 5, 5]\n')
+    path.write_text('seed = 3\nlr = 0.1\n[model]\nwidth = 200\n[train]\nevery = [5, 5, 5]\n')
     cfg = load_config(RunConfig, path, [
         "--model.width", "100", "--train.dtype=float32", "--quiet", "--track.even-part", "yes",
         "--max_steps", "2e4", "--every", "[9, 8, 7]", "--data.n", "none", "--seed", "4", "--seed=5",
     ])
     assert cfg.model.width == 100 and cfg.train.dtype == "float32" and cfg.quiet is True
     assert cfg.track.even_part is True and cfg.train.max_steps == 20000 and isinstance(cfg.train.max_steps, int)
-    assert cfg.train.every == [9, 8, 7] and cfg.data.n is None and cfg.seed == 5 and cfg.train.lr == 0.1
+    assert cfg.train.every == [9, 8, 7] and cfg.data.n is None and cfg.seed == 5 and cfg.lr == 0.1
     assert load_config(RunConfig, path, []).model.width == 200
     # a dict (a run's config.toml, already parsed) works as the base too
     assert load_config(RunConfig, to_dict(cfg), ["--seed", "6"]).model.width == 100
@@ -136,15 +158,15 @@ def test_generic_schema_types():
     "data,message",
     [
         ({"model": {"widht": 3}}, "config: unknown key 'model.widht'; did you mean 'model.width'? valid keys: model.name, model.width"),
-        ({"lrr": 0.1}, "did you mean 'train.lr'?"),
+        ({"lrr": 0.1}, "did you mean 'lr'?"),
         ({"model": {"width": "abc"}}, "config: model.width must be an int, got 'abc'"),
         ({"model": {"width": 2.5}}, "config: model.width must be an int, got 2.5"),
-        ({"train": {"lr": "1e-3"}}, "config: train.lr must be a float, got '1e-3'"),
+        ({"lr": "1e-3"}, "config: lr must be a float, got '1e-3'"),
         ({"train": {"dtype": "float16"}}, "config: train.dtype must be one of float32, float64"),
         ({"loss": "l1"}, "config: loss must be one of mse, half_mse, ce, logistic"),
         ({"quiet": 1}, "config: quiet must be a bool"),
         ({"train": {"every": [1, "x", 3]}}, "config: train.every[1] must be an int, got 'x'"),
-        ({"train": {"lr": -0.5}}, "config: train.lr must be > 0, got -0.5"),
+        ({"lr": -0.5}, "config: lr must be > 0, got -0.5"),
         ({"model": 3}, "config: model must be a table, got 3"),
         ({"data": {"n": "all"}}, "config: data.n must be an int or none, got 'all'"),
     ],
@@ -193,11 +215,11 @@ def test_file_errors(tmp_path):
 def test_diff_configs():
     a = RunConfig()
     b = load_config(RunConfig, None, ["--lr", "0.3", "--data.n", "10", "--quiet"])
-    assert diff_configs(a, b) == ["quiet", "data.n", "train.lr"]
+    assert diff_configs(a, b) == ["lr", "quiet", "data.n"]
     assert diff_configs(a, a) == []
     # a config.toml read back (None omitted) equals the dataclass it came from
     assert diff_configs(tomllib.loads(to_toml(b)), b) == []
-    assert diff_configs(a, b, ignore=["quiet", "data"]) == ["train.lr"]
+    assert diff_configs(a, b, ignore=["quiet", "data"]) == ["lr"]
 
 
 def test_a_section_with_a_name_stands_for_its_name():

@@ -1,0 +1,173 @@
+"""The process protocol: every trajectory tracked from ``θ₀`` is one small :class:`Process`.
+
+A :class:`~selfstab.processes.lockstep.Lockstep` holds a list of processes and
+a :class:`Context`, and one step is two passes over the list:
+
+1. ``record(ctx)`` — each process returns its fields at time ``t`` (a flat
+   ``dict[str, float]``, one row of its table in the records), or ``None``
+   when it records nothing at this step (an observer that runs every ``k``
+   steps);
+2. ``advance(ctx)`` — each process moves itself from ``t`` to ``t+1``.
+
+Processes share work through the context, never by recomputing it:
+``ctx.theta`` is GD's iterate ``θ_t``, ``ctx.here`` the geometry at ``θ†_t``
+(:class:`~selfstab.processes.geometry.Geometry`: eigenpair, gradient, ``∇S``,
+``α, β, δ``), and ``ctx.next`` the geometry at ``θ†_{t+1}``, published by the
+constrained trajectory during its ``advance`` (so it must come before the
+processes that need ``u_{t+1}``).  A process publishes what it owns in
+``publish(ctx)``, called after ``start``, after a restore and at the end of
+every step, so that between steps the context shows time ``t``.  ``ctx.get(name)`` reaches another process when an observer needs its
+state (the diagnostics read the predicted displacement ``v_t``).
+
+A process keeps its own eigen-tracker(s) and tolerances (plain keyword
+arguments of its constructor: no process reads the run's config), and its
+whole state goes through ``state_dict()``/``load_state_dict()`` so that a run
+resumed from a checkpoint continues bit for bit.
+
+Stop rules are small objects too (:class:`StopRule`): after each step every
+rule may return a reason, and the first one ends the tracking.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from ..problem.objective import Objective
+    from .geometry import Geometry
+
+Fields = dict[str, float]
+Records = dict[str, Fields]
+
+
+@dataclass
+class Context:
+    """What one lockstep step shares between processes (module docstring)."""
+
+    objective: "Objective"
+    lr: float
+    t: int = 0
+    theta: Tensor | None = None           # GD's θ_t
+    here: "Geometry | None" = None        # the geometry at θ†_t
+    next: "Geometry | None" = None        # the geometry at θ†_{t+1} (set while advancing)
+    warm: Tensor | None = None            # eigenvectors that warm-start every tracker at the start
+    processes: dict[str, "Process"] = field(default_factory=dict)
+
+    @property
+    def edge(self) -> float:
+        """``2/η``, the edge of stability."""
+        return 2.0 / self.lr
+
+    def get(self, name: str) -> "Process | None":
+        """The process called ``name`` in this lockstep, or ``None``."""
+        return self.processes.get(name)
+
+    def need(self, what: str, by: str) -> Any:
+        """``ctx.<what>``, or a clear error saying which process must come first."""
+        value = getattr(self, what)
+        if value is None:
+            provider = {"theta": "gd", "here": "constrained", "next": "constrained"}.get(what, what)
+            raise RuntimeError(f"process {by!r} needs ctx.{what}, which the {provider!r} process provides; "
+                               f"list {provider!r} before {by!r}")
+        return value
+
+
+class Process:
+    """One trajectory (or observer) in lockstep; subclasses override what they need.
+
+    ``name`` is the process's table in the records.  ``setup(ctx)`` binds it to
+the objective and ``η``; ``start(ctx)`` then sets it up
+    at ``θ₀ = ctx.theta``; ``record`` and ``advance`` make one step (module
+    docstring); ``finite()`` says whether its state is still finite (the
+    :class:`NonFinite` rule reads it).
+    """
+
+    name: str = "process"
+    default: bool = True   # part of the default set of processes (lockstep.PROCESSES)
+
+    def setup(self, ctx: Context) -> None:
+        """Bind to the run's objective and ``η`` (called once, before :meth:`start` or a restore)."""
+        self.objective = ctx.objective
+        self.lr = ctx.lr
+
+    def start(self, ctx: Context) -> None:
+        """Initialize at ``t = 0`` from ``θ₀`` (``ctx.theta``; ``ctx.warm`` may seed eigen-trackers)."""
+
+    def publish(self, ctx: Context) -> None:
+        """Put what this process shares into ``ctx`` (after ``start``, a restore, and each step)."""
+
+    def record(self, ctx: Context) -> Fields | None:
+        return None
+
+    def advance(self, ctx: Context) -> None:
+        """Move from ``t`` to ``t+1``."""
+
+    def finite(self) -> bool:
+        return True
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` saved (tensors are on the CPU there)."""
+
+
+def tracker_options(tol: float) -> dict:
+    """:class:`~selfstab.spectrum.EigenTracker` settings shared by the tracked processes: failures are
+    warned about and recorded (never raised mid-run), and the warm subspace adapts between 2 and 4 blocks."""
+    return dict(tol=tol, on_fail="warn", history=4, min_history=2)
+
+
+def all_finite(*values: float) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
+def tensor_finite(v: Tensor | None) -> bool:
+    return v is None or bool(torch.isfinite(v).all())
+
+
+class StopRule:
+    """Decides after each step whether tracking ends; ``check`` returns the reason, or ``None``."""
+
+    def check(self, ctx: Context, records: Records) -> str | None:
+        return None
+
+
+class NonFinite(StopRule):
+    """A process whose state left the finite numbers ends the run (never a silent NaN downstream)."""
+
+    def check(self, ctx: Context, records: Records) -> str | None:
+        for name, process in ctx.processes.items():
+            if not process.finite():
+                return f"diverged: the {name} process left the finite numbers at step {ctx.t - 1}"
+        return None
+
+
+@dataclass
+class Lambda2Threshold(StopRule):
+    """Stop once ``λ₂(θ†) ≥ factor/η`` (several unstable directions: the paper's §8.2 and docs/theory.md §7)."""
+
+    factor: float = 1.9
+    process: str = "diagnostics"
+
+    def check(self, ctx: Context, records: Records) -> str | None:
+        lam2 = records.get(self.process, {}).get("lambda2", math.nan)
+        if math.isfinite(lam2) and lam2 >= self.factor / ctx.lr:
+            return (f"lambda2: λ₂(θ†) = {lam2:.4g} reached {self.factor:g}/η at step {ctx.t - 1} "
+                    f"(several unstable eigenvalues)")
+        return None
+
+
+@dataclass
+class StepLimit(StopRule):
+    """Stop after ``steps`` steps."""
+
+    steps: int
+
+    def check(self, ctx: Context, records: Records) -> str | None:
+        return f"steps: reached the step limit {self.steps}" if ctx.t >= self.steps else None
