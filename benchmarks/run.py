@@ -3,7 +3,8 @@
 Prints the markdown tables (HVP vs gradient; warm-started sharpness refresh
 along GD at the edge; cost of a tracked step against the paper's authors'
 code; table 4, the data-parallel objective on 1 process and 2 gloo ranks,
-``bench_distributed.py``) and writes them, with a summary, the date, the machine and the command,
+``bench_distributed.py``; table 5, the command line's startup time against
+the main before its lazy dispatch, ``bench_startup.py``) and writes them, with a summary, the date, the machine and the command,
 to ``benchmarks/RESULTS.md`` (``--quick``: smaller sizes, about 1–2 minutes
 once the edge is cached, written to ``benchmarks/.cache/RESULTS-quick.md`` so
 that the full results are not overwritten; ``--out`` chooses another file).
@@ -30,6 +31,7 @@ import bench_eigen  # noqa: E402
 import bench_hvp  # noqa: E402
 import bench_track  # noqa: E402
 import bench_distributed  # noqa: E402
+import bench_startup  # noqa: E402
 from common import HERE, machine_info, machine_lines, say  # noqa: E402
 
 # the hand-maintained section of RESULTS.md (figures behind design choices), kept when the file is rewritten
@@ -141,7 +143,9 @@ def measure(a, command: str, out: Path) -> dict:
     t2 = bench_eigen.run(edge, a.quick)
     t3 = [bench_track.run_default(edge, a.quick), bench_track.run_paper(a.quick, a.paper_n, a.paper_steps)]
     t4 = bench_distributed.run(a.quick)   # table 4: 1 process against 2 gloo ranks (issue 11)
+    t5 = bench_startup.run(a.quick, log=say)   # table 5: startup of the command line against commit 57a4485
     return {"info": info, "command": command, "out": out, "quick": a.quick, "t1": t1, "t2": t2, "t3": t3, "t4": t4,
+            "t5": t5,
             "edge_cached": bool(edge.get("cached")), "total": time.perf_counter() - start}
 
 
@@ -159,7 +163,8 @@ def render(raw: dict) -> str:
         "",
         "## Summary",
         "",
-        summary_paragraph(t1, ratios, t2, t3, quick),
+        summary_paragraph(t1, ratios, t2, t3, quick)
+        + (" " + bench_startup.summary(raw["t5"]) if raw.get("t5") else ""),
         "",
         *machine_lines(info, command),
         f"- total wall time: {total / 60:.1f} min"
@@ -225,6 +230,8 @@ def render(raw: dict) -> str:
     ]
     if raw.get("t4"):   # table 4 (raw results saved before it existed have none)
         doc += [bench_distributed.markdown(raw["t4"]), ""]
+    if raw.get("t5"):   # table 5, likewise
+        doc += [bench_startup.section(raw["t5"])]
     return "\n".join(doc)
 
 if __name__ == "__main__":

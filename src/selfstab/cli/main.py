@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shutil
 import sys
+import textwrap
 
 from .. import __version__
 from ..errors import SelfstabError
@@ -53,7 +55,9 @@ class _Subcommands:
         if COMMANDS.get(name, ("",))[0] != self._module:
             raise RuntimeError(f"cli.{self._module} registers {name!r}, which COMMANDS does not give to it")
         kwargs.setdefault("help", COMMANDS[name][1])
-        kwargs.setdefault("description", COMMANDS[name][1])
+        # wrapped here, since a parser with a raw formatter (for its key listing) shows it as given
+        width = max(60, min(120, shutil.get_terminal_size().columns - 2))
+        kwargs.setdefault("description", textwrap.fill(COMMANDS[name][1], width))
         self.added.append(name)
         return self._action.add_parser(name, **kwargs)
 
