@@ -198,3 +198,40 @@ def test_k1_projection_is_todays_projection(tiny_mlp_at_the_edge):
     assert a.converged and b.converged and a.steps == b.steps and b.active == 1
     assert float((a.geometry.theta - b.geometry.theta).norm()) <= 1e-12 * float((a.geometry.theta - phi).norm())
     assert abs(a.residual_grad - b.residual_grad) <= 1e-12 and abs(a.residual_sharpness - b.residual_sharpness) <= 1e-12
+
+
+# -- the processes in lockstep ---------------------------------------------------------------------------
+def _lockstep(obj, lr):
+    from selfstab.processes.central import CentralFlow
+    from selfstab.processes.constrained import Constrained
+    from selfstab.processes.gd import GD
+    from selfstab.processes.kconstrained import KConstrained
+    from selfstab.processes.lockstep import Lockstep
+
+    return Lockstep(obj, lr, [GD(), Constrained(), CentralFlow(), KConstrained()], stop_rules=[])
+
+
+def test_processes_on_the_toy_model_record_the_exact_values_and_resume_bit_for_bit():
+    import copy
+
+    alpha, beta = 0.3, 2.0
+    obj = toy_objective(alpha, beta, LR, x0=0.05)
+    ls = _lockstep(obj, LR).start(obj.theta0)
+    for t in range(5):
+        rec = ls.step()
+        c, k = rec["central"], rec["kconstrained"]
+        assert c["k_crit"] == 1 and k["k_crit"] == 1 and k["active"] == 1 and c["sdcp_residual"] <= 1e-8
+        if t >= 2:   # from θ₀ = (x₀, 0, 0) the first step takes x to O(x₀²·…); then the exact values
+            assert abs(c["x_eig_1"] - 2 * alpha / beta) < 1e-8 and abs(c["sigma_1"] - c["x_eig_1"]) == 0
+            assert abs(c["lambda_1"] - 2 / LR) < 1e-8 and abs(k["lambda_1"] - 2 / LR) < 1e-8
+            assert abs(c["loss"] - (-LR * t)) < 1e-8 and abs(k["loss"] - (-LR * t)) < 1e-8   # L = −z = −ηt
+            assert abs(c["predicted_loss"] - (c["loss"] + 2 * alpha / beta / LR)) < 1e-8
+            # GD's x_t oscillates about the flow: its displacement along Σ's eigenvector is x_t
+            assert abs(c["gd_disp_sq_1"] - rec["gd"]["x"] ** 2) < 1e-10
+            assert abs(c["dist_gd"] - k["dist_gd"]) < 1e-8
+    state = copy.deepcopy(ls.state_dict())
+    after = [ls.step() for _ in range(3)]
+    again = _lockstep(toy_objective(alpha, beta, LR, x0=0.05), LR)
+    again.load_state_dict(state)
+    for a, b in zip(after, [again.step() for _ in range(3)]):
+        assert a["central"] == b["central"] and a["kconstrained"] == b["kconstrained"]

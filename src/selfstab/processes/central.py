@@ -62,6 +62,7 @@ from ..errors import ConfigError
 from ..problem.objective import Objective, Point
 from ..spectrum import EigenTracker, Eigenpairs
 from ..spectrum.sdcp import SDCPResult, gram_matrix, pair_coefficients, smat, solve_sdcp, svec_weights
+from .base import Context, Fields, Process, all_finite, tensor_finite, tracker_options
 
 
 # -- the critical block --------------------------------------------------------------------------
@@ -187,12 +188,12 @@ class CentralStep:
         return int(self.U.shape[0])
 
     @property
-    def lr_trace(self) -> float:
+    def x_trace(self) -> float:
         return float(torch.trace(self.X)) if self.X.numel() else 0.0
 
     def predicted_loss(self, lr: float) -> float:
         """GD's time-averaged loss predicted by the flow: ``L(θ) + tr(X)/η``."""
-        return self.loss + self.lr_trace / lr
+        return self.loss + self.x_trace / lr
 
     @property
     def sigma(self) -> tuple[Tensor, Tensor]:
@@ -291,3 +292,96 @@ def central_flow_step(objective: Objective, theta: Tensor, lr: float, tracker: E
             p = objective.at(nxt)
     out.theta_next = nxt
     return out
+
+
+# -- the process ------------------------------------------------------------------------------------
+def block_fields(values: Tensor, k_crit: int, lr: float) -> dict[str, float]:
+    """``lambda_i`` for the tracked block and ``next_ratio = η λ_{k+1}/2`` (the first eigenvalue outside the
+    critical set over the edge; NaN when the block holds none)."""
+    out = {f"lambda_{i + 1}": float(v) for i, v in enumerate(values)}
+    out["next_ratio"] = float(values[k_crit]) * lr / 2 if values.numel() > k_crit else math.nan
+    return out
+
+
+class CentralFlow(Process):
+    """The central flow (module docstring) in lockstep with GD: one :func:`central_flow_step` per GD step.
+
+    Records at ``t``: the flow's ``loss``, ``predicted_loss = L + tr(X)/η``,
+    ``k_crit`` (eigenvalues ``≥ threshold·2/η``) and ``x_rank`` (the directions
+    that oscillate), ``x_eig_i``, the tracked block ``lambda_i`` and
+    ``next_ratio``, ``substeps``, the largest KKT residual of the step's SDCP
+    solves (``sdcp_residual``; ``sdcp_solves`` of them), ``pair_refreshes``, and
+    against GD (``ctx.theta``, when a GD process runs before it): ``dist_gd =
+    ‖θ_GD − θ_cf‖``, and for each eigenvector ``v_i`` of ``Σ = UXUᵀ`` GD's
+    displacement energy ``gd_disp_sq_i = (v_i·(θ_GD − θ_cf))²`` beside
+    ``sigma_i``.  The step is integrated in :meth:`record` (its first substep
+    gives the records) and taken in :meth:`advance`.  Options (named for the
+    run's ``track`` section): ``critical_threshold``/``track_threshold`` (the
+    critical set and the tracked block, × 2/η), ``central_substeps`` (``None``:
+    adaptive, see :func:`substep_count`), ``central_pairs_every`` and
+    ``central_exact_drift`` (the cost levers), ``sdcp_tol`` and ``sdcp_on_fail``.
+    """
+
+    name = "central"
+    default = False
+
+    def __init__(self, *, eig_tol: float = 1e-7, critical_threshold: float = 0.975, track_threshold: float = 0.9,
+                 central_substeps: int | None = None, central_min_substeps: int = 2, central_max_substeps: int = 32,
+                 central_stiffness: float = 0.5, central_pairs_every: int = 1, central_exact_drift: bool = True,
+                 sdcp_tol: float = 1e-8, block_max_k: int | None = None, sdcp_on_fail: Literal["raise", "warn"] = "warn"):
+        self.tracker = EigenTracker(1, **tracker_options(eig_tol))
+        self.options = dict(threshold=critical_threshold, track_threshold=track_threshold, substeps=central_substeps,
+                            min_substeps=central_min_substeps, max_substeps=central_max_substeps,
+                            stiffness=central_stiffness, pairs_every=central_pairs_every,
+                            exact_drift=central_exact_drift, sdcp_tol=sdcp_tol, max_k=block_max_k,
+                            on_fail=sdcp_on_fail)
+        self.theta: Tensor | None = None
+        self.step: CentralStep | None = None
+        self.last: Fields = {}
+
+    def start(self, ctx: Context) -> None:
+        self.theta = ctx.theta.clone()
+        if ctx.warm is not None:
+            warm = ctx.warm.reshape(-1, ctx.warm.shape[-1])
+            self.tracker.k = max(1, min(warm.shape[0], self.objective.dim))
+            self.tracker.seed(warm.to(self.theta))
+
+    def record(self, ctx: Context) -> Fields:
+        lr = ctx.lr
+        step = self.step = central_flow_step(ctx.objective, self.theta, lr, self.tracker, **self.options)
+        x_eig, v = step.sigma
+        fields: Fields = {"loss": step.loss, "predicted_loss": step.predicted_loss(lr), "grad_norm": step.grad_norm,
+                          "k_crit": float(step.k_crit), "x_rank": float(step.x_rank), "x_trace": step.x_trace,
+                          **{f"x_eig_{i + 1}": float(w) for i, w in enumerate(x_eig)},
+                          **block_fields(step.values, step.k_crit, lr),
+                          "substeps": float(step.substeps), "sdcp_residual": step.sdcp_residual,
+                          "sdcp_solves": float(sum(r.solver_calls for r in step.sdcp)),
+                          "pair_refreshes": float(step.pair_refreshes),
+                          "eig_residual": float(self.tracker.last.residuals.max()) if self.tracker.last else math.nan}
+        if ctx.theta is not None:
+            disp = ctx.theta.to(self.theta) - self.theta
+            fields["dist_gd"] = float(disp.norm())
+            for i in range(step.x_rank):
+                fields[f"sigma_{i + 1}"] = float(x_eig[i])
+                fields[f"gd_disp_sq_{i + 1}"] = float(v[i] @ disp) ** 2
+        self.last = fields
+        return fields
+
+    def advance(self, ctx: Context) -> None:
+        if self.step is None:       # advanced without a record: integrate now
+            self.step = central_flow_step(ctx.objective, self.theta, ctx.lr, self.tracker, **self.options)
+        self.theta = self.step.theta_next
+        self.step = None
+
+    def finite(self) -> bool:
+        return all_finite(self.last.get("loss", 0.0), self.last.get("predicted_loss", 0.0)) and tensor_finite(self.theta)
+
+    def state_dict(self) -> dict:
+        return {"theta": self.theta.cpu(), "tracker": self.tracker.state_dict(), "k": self.tracker.k}
+
+    def load_state_dict(self, state: dict) -> None:
+        obj = self.objective
+        self.theta = state["theta"].to(obj.theta0)
+        self.tracker.load_state_dict(state["tracker"], obj.device)
+        self.tracker.k = int(state["k"])
+        self.step = None

@@ -42,7 +42,8 @@ from torch import Tensor
 from ..problem.objective import Objective, Point
 from ..spectrum import EigenTracker, Eigenpairs
 from ..spectrum.sdcp import SDCPResult, gram_matrix, pair_coefficients, smat, solve_sdcp, svec_weights
-from .central import critical_count, refresh_block
+from .base import Context, Fields, Process, all_finite, tensor_finite, tracker_options
+from .central import block_fields, critical_count, refresh_block
 
 
 class KProjectionWarning(RuntimeWarning):
@@ -170,3 +171,94 @@ def k_constrained_step(objective: Objective, geom: KGeometry, lr: float, tracker
                        **kwargs) -> KProjection:
     """``θ†_{t+1} = proj_{M_k}(θ†_t − η∇L(θ†_t))`` from the critical block at ``θ†_t``."""
     return k_project(objective, geom.theta - lr * geom.point.grad, lr, tracker, **kwargs)
+
+
+def _geometry_state(geom: KGeometry) -> dict:
+    e = geom.eig
+    return {"theta": geom.theta.cpu(), "loss": geom.point.loss.cpu(), "grad": geom.point.grad.cpu(), "k": geom.k,
+            "values": e.values, "vectors": e.vectors.cpu(), "images": e.images.cpu(), "residuals": e.residuals,
+            "hvps": e.hvps, "iterations": e.iterations, "converged": e.converged, "method": e.method,
+            "pairs": None if geom._pairs is None else geom._pairs.cpu()}
+
+
+def _geometry_from_state(objective: Objective, state: dict) -> KGeometry:
+    dev = objective.device
+    eig = Eigenpairs(state["values"], state["vectors"].to(dev), state["images"].to(dev), state["residuals"],
+                     int(state["hvps"]), int(state["iterations"]), bool(state["converged"]), str(state["method"]))
+    point = objective.at(state["theta"].to(dev), loss=state["loss"].to(dev), grad=state["grad"].to(dev))
+    pairs = state["pairs"]
+    return KGeometry(point, eig, int(state["k"]), None if pairs is None else pairs.to(dev))
+
+
+def projection_fields(proj: KProjection) -> Fields:
+    return {"proj_steps": float(proj.steps), "residual_sharpness": proj.residual_sharpness,
+            "residual_grad": proj.residual_grad, "active": float(proj.active), "proj_converged": float(proj.converged),
+            "sdcp_residual": max((r.residual for r in proj.sdcp), default=0.0)}
+
+
+class KConstrained(Process):
+    """``θ†_k`` (module docstring) as a process, in lockstep with GD.
+
+    ``θ†_{k,0}`` is ``θ₀`` projected onto ``M_k`` (one-sided: ``λ_i ≤ 2/η``);
+    each step is :func:`k_constrained_step`.  Records at ``t``: ``loss``,
+    ``k_crit``, ``active`` (constraints ``u_i·∇L = 0`` imposed), the tracked
+    block ``lambda_i`` and ``next_ratio``, the last projection's residuals,
+    steps and largest SDCP residual, and ``dist_gd = ‖θ_GD − θ†_k‖`` when a GD
+    process runs before it — the distance that tests the paper's §8.2
+    conjecture.
+    """
+
+    name = "kconstrained"
+    default = False
+
+    def __init__(self, *, eig_tol: float = 1e-7, proj_tol: float = 1e-9, proj_max_iter: int = 10,
+                 critical_threshold: float = 0.975, track_threshold: float = 0.9, block_max_k: int | None = None,
+                 proj_coupled: bool = True, proj_perp: bool = True, active_rtol: float = 1e-3, sdcp_tol: float = 1e-8,
+                 sdcp_on_fail: Literal["raise", "warn"] = "warn"):
+        self.tracker = EigenTracker(1, **tracker_options(eig_tol))
+        self.options = dict(tol=proj_tol, max_steps=proj_max_iter, threshold=critical_threshold,
+                            track_threshold=track_threshold, max_k=block_max_k, coupled=proj_coupled, perp=proj_perp,
+                            active_rtol=active_rtol, sdcp_tol=sdcp_tol, on_fail=sdcp_on_fail)
+        self.geometry: KGeometry | None = None
+        self.proj: Fields = {}
+        self.last: Fields = {}
+
+    def start(self, ctx: Context) -> None:
+        if ctx.warm is not None:
+            warm = ctx.warm.reshape(-1, ctx.warm.shape[-1])
+            self.tracker.k = max(1, min(warm.shape[0], self.objective.dim))
+            self.tracker.seed(warm.to(ctx.theta))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", KProjectionWarning)   # recorded in proj_converged
+            proj = k_project(ctx.objective, ctx.theta, ctx.lr, self.tracker, **self.options)
+        self.geometry, self.proj = proj.geometry, projection_fields(proj)
+
+    def record(self, ctx: Context) -> Fields:
+        geom, lr = self.geometry, ctx.lr
+        fields: Fields = {"loss": float(geom.point.loss), "grad_norm": float(geom.point.grad.norm()),
+                          "k_crit": float(geom.k), **block_fields(geom.eig.values, geom.k, lr),
+                          "eig_residual": float(geom.eig.residuals.max()), **self.proj}
+        if ctx.theta is not None:
+            fields["dist_gd"] = float((ctx.theta.to(geom.theta) - geom.theta).norm())
+        self.last = fields
+        return fields
+
+    def advance(self, ctx: Context) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", KProjectionWarning)
+            proj = k_constrained_step(ctx.objective, self.geometry, ctx.lr, self.tracker, **self.options)
+        self.geometry, self.proj = proj.geometry, projection_fields(proj)
+
+    def finite(self) -> bool:
+        return all_finite(self.last.get("loss", 0.0)) and tensor_finite(self.geometry.theta if self.geometry else None)
+
+    def state_dict(self) -> dict:
+        return {"geometry": _geometry_state(self.geometry), "proj": dict(self.proj),
+                "tracker": self.tracker.state_dict(), "k": self.tracker.k}
+
+    def load_state_dict(self, state: dict) -> None:
+        obj = self.objective
+        self.geometry = _geometry_from_state(obj, state["geometry"])
+        self.proj = dict(state["proj"])
+        self.tracker.load_state_dict(state["tracker"], obj.device)
+        self.tracker.k = int(state["k"])
