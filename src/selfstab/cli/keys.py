@@ -3,8 +3,8 @@
 The description of a field is its ``# comment`` in :mod:`selfstab.config`:
 the comment after the field on its line, continued by the comment lines right
 below it whose text starts in the same column, or, for a field without one,
-the block of comment lines right above it.  The source is read with :mod:`ast` (where each field starts and
-ends) and :mod:`tokenize` (where the comments are), once per class.  Only the
+the block of comment lines right above it.  The source file is read with :mod:`ast` (where each field starts
+and ends) and :mod:`tokenize` (where the comments are), once per file.  Only the
 standard library and the torch-free :mod:`selfstab.config` are imported, so
 ``selfstab run --help`` stays fast.
 """
@@ -44,50 +44,69 @@ class Key:
 
 
 @lru_cache(maxsize=None)
-def field_comments(cls: type) -> dict[str, str]:
-    """Field name → its ``# comment`` in the source of the dataclass ``cls`` (absent when it has none)."""
-    try:
-        source = textwrap.dedent(inspect.getsource(cls))
-    except (OSError, TypeError):   # no source (a frozen install): no descriptions, keys still listed
-        return {}
-    body = ast.parse(source).body[0].body
-    # (name, first row, last row) of each annotated field, rows 1-based as tokenize counts them
-    spans = [(node.target.id, node.lineno, node.end_lineno) for node in body
-             if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)]
+def _module_comments(filename: str) -> dict[str, dict[str, str]]:
+    """Class qualname → field name → comment, for every class in one source file (parsed once)."""
+    with tokenize.open(filename) as fh:
+        source = fh.read()
     trailing: dict[int, tuple[str, int]] = {}   # row → (comment after code on that row, column of its text)
     alone: dict[int, tuple[str, int]] = {}      # row → (comment that is the whole row, column of its text)
     code_rows: set[int] = set()
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type == tokenize.COMMENT:
             body = tok.string[1:]
-            text = body.strip()
             column = tok.start[1] + 1 + len(body) - len(body.lstrip())
-            (trailing if tok.start[0] in code_rows else alone)[tok.start[0]] = (text, column)
+            (trailing if tok.start[0] in code_rows else alone)[tok.start[0]] = (body.strip(), column)
         elif tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
                               tokenize.ENDMARKER):
             code_rows.update(range(tok.start[0], tok.end[0] + 1))
 
-    out: dict[str, str] = {}
-    used: set[int] = set()   # comment rows already read as the continuation of a trailing comment
-    for name, first, last in spans:
-        own = [r for r in range(first, last + 1) if r in trailing]
-        if own:
-            # whole-row comments right below whose text lines up with the trailing comment's continue it
-            text, column = [trailing[r][0] for r in own], trailing[own[-1]][1]
-            row = last + 1
-            while row in alone and alone[row][1] == column:
-                text.append(alone[row][0])
-                used.add(row)
-                row += 1
-        else:
-            # otherwise the run of whole-row comments right above the field describes it
-            text, row = [], first - 1
-            while row in alone and row not in used:
-                text.insert(0, alone[row][0])
-                row -= 1
-        if text:
-            out[name] = " ".join(text)
-    return {k: " ".join(v.split()) for k, v in out.items() if v.strip()}
+    def comments(body: list[ast.stmt]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        used: set[int] = set()   # comment rows already read as the continuation of a trailing comment
+        for node in body:
+            if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+                continue
+            first, last = node.lineno, node.end_lineno
+            own = [r for r in range(first, last + 1) if r in trailing]
+            if own:
+                # whole-row comments right below whose text lines up with the trailing comment's continue it
+                text, column = [trailing[r][0] for r in own], trailing[own[-1]][1]
+                row = last + 1
+                while row in alone and alone[row][1] == column:
+                    text.append(alone[row][0])
+                    used.add(row)
+                    row += 1
+            else:
+                # otherwise the run of whole-row comments right above the field describes it
+                text, row = [], first - 1
+                while row in alone and row not in used:
+                    text.insert(0, alone[row][0])
+                    row -= 1
+            if text:
+                out[node.target.id] = " ".join(" ".join(text).split())
+        return out
+
+    found: dict[str, dict[str, str]] = {}
+
+    def visit(body: list[ast.stmt], prefix: str) -> None:
+        for node in body:
+            if isinstance(node, ast.ClassDef):
+                found[prefix + node.name] = comments(node.body)
+                visit(node.body, prefix + node.name + ".")
+
+    visit(ast.parse(source).body, "")
+    return found
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """Field name → its ``# comment`` in the source of the dataclass ``cls`` (absent when it has none)."""
+    try:
+        filename = inspect.getsourcefile(cls)
+    except TypeError:
+        filename = None
+    if not filename or "<locals>" in cls.__qualname__:
+        return {}   # no source to read (a frozen install, a class made in a function): keys still listed
+    return dict(_module_comments(filename).get(cls.__qualname__, {}))
 
 
 # ----------------------------------------------------------------------------- the keys
