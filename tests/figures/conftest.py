@@ -78,3 +78,18 @@ def _make_run():
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     return [make_run(root / "lr0.02", lr=0.02), make_run(root / "lr0.01", lr=0.01)]
+
+
+# A tiny real problem that reaches the edge in a few steps (as in tests/test_cli.py).
+TINY = ["--data.name", "synthetic", "--data.n", "64", "--data.n_test", "32", "--model.width", "8", "--lr", "0.5",
+        "--quiet", "--track.diagnostics_every", "5", "--track.checkpoint_every", "4", "--track.stop_lambda2", "50"]
+
+
+@pytest.fixture(scope="session")
+def tracked_run(tmp_path_factory):
+    """A real run (``selfstab run`` on TINY, 8 tracked steps), figures drawn by the run command."""
+    from selfstab.cli.main import main
+
+    out = tmp_path_factory.mktemp("tracked") / "run"
+    assert main(["run", "--out", str(out), "--track.steps", "8", *TINY]) == 0
+    return load_run(out)

@@ -8,7 +8,7 @@ import pytest
 
 from selfstab.cli.main import main
 from selfstab.figures import paper
-from selfstab.figures.style import pyplot, two_step_average
+from selfstab.figures.style import pyplot, style_of, two_step_average
 
 ONSET = 120   # conftest.make_run: the edge of its synthetic runs
 
@@ -144,3 +144,106 @@ def test_plot_command_errors(tmp_path, runs, capsys):
     assert str(tmp_path / "nowhere") in capsys.readouterr().err
     assert main(["plot", str(runs[0].path), "--figures", "1,7"]) == 2
     assert "--figures: unknown figure 7" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- what a reader sees
+
+
+def _renderer(fig):
+    fig.canvas.draw()
+    return fig.canvas.get_renderer()
+
+
+def _legend_labels(legend):
+    return [t.get_text() for t in legend.get_texts()]
+
+
+def test_figure4_legend_names_the_shading_and_sits_against_the_panels(runs):
+    from matplotlib.patches import Rectangle
+
+    fig = paper.make_figure4(runs)
+    legend = fig.legends[0]
+    labels = _legend_labels(legend)
+    assert labels[:5] == [style_of(p).label for p in paper.TRACKED] and r"$2/\eta$" in labels
+    shade = [h for h, lab in zip(legend.legend_handles, labels) if lab.startswith("shaded")]
+    assert len(shade) == 1 and isinstance(shade[0], Rectangle)
+    assert all(ax.patches for ax in fig.axes)   # the band it names is drawn on every panel
+    r = _renderer(fig)
+    box = legend.get_window_extent(r)
+    panels_bottom = min(ax.get_tightbbox(r).y0 for ax in fig.axes[-3:])
+    gap_inches = (panels_bottom - box.y1) / fig.dpi
+    assert -0.02 < gap_inches < 0.3                            # right under the panels, no empty band
+    assert box.y0 / fig.dpi < 0.3                              # and nothing below it
+    _close(fig)
+    fig = paper.make_figure4(runs, zoomed=True)
+    assert not any(lab.startswith("shaded") for lab in _legend_labels(fig.legends[0]))
+    _close(fig)
+
+
+@pytest.mark.parametrize("make", [lambda rs: paper.make_figure4(rs), lambda rs: paper.make_figure4(rs, zoomed=True),
+                                  lambda rs: paper.make_figure5(rs[0]), lambda rs: paper.make_figure1(rs[0])],
+                         ids=["figure4", "figure4_zoom", "figure5", "figure1"])
+def test_legends_do_not_cover_the_curves(runs, make):
+    fig = make(runs)
+    r = _renderer(fig)
+    legends = [ax for ax in fig.axes if ax.get_legend() is not None]
+    assert legends
+    for ax in legends:
+        box = ax.get_legend().get_window_extent(r)
+        for line in ax.lines:
+            xy = np.column_stack([line.get_xdata(), line.get_ydata()]).astype(float)
+            xy = xy[np.isfinite(xy).all(axis=1)]
+            if not len(xy):
+                continue
+            px = ax.transData.transform(xy)
+            inside = ((px[:, 0] > box.x0) & (px[:, 0] < box.x1) & (px[:, 1] > box.y0) & (px[:, 1] < box.y1))
+            assert not inside.any(), f"{ax.get_legend()} covers {line.get_label()}"
+    _close(fig)
+
+
+def test_figure5_names_its_vertical_lines_and_keeps_lambda1_visible(runs):
+    fig = paper.make_figure5(runs[0])
+    ax = fig.axes[0]
+    by_label = {line.get_label(): line for line in ax.lines}
+    assert rf"$\lambda_{{1}}$ reaches $2/\eta$ (step {ONSET})" in _legend_labels(ax.get_legend())
+    vertical = by_label[rf"$\lambda_{{1}}$ reaches $2/\eta$ (step {ONSET})"]
+    assert set(vertical.get_xdata()) == {ONSET}
+    lam1, edge = by_label[r"$\lambda_{1}(\theta^\dagger_t)$"], by_label[r"$2/\eta$"]
+    np.testing.assert_allclose(lam1.get_ydata(), edge.get_ydata()[0])   # λ₁(θ†) sits on 2/η ...
+    assert lam1.get_zorder() > edge.get_zorder()                        # ... drawn above it,
+    assert lam1.get_linestyle() == "-" and edge.get_linestyle() == "--" and lam1.get_linewidth() > edge.get_linewidth()
+    lam2 = by_label[r"$\lambda_{2}(\theta^\dagger_t)$"]                  # measured every 20 steps: markers
+    assert lam2.get_linestyle() == "None" and lam2.get_marker() not in ("None", None, "")
+    _close(fig)
+
+
+def test_figure5_stop_line_crossing_is_named(make_run, tmp_path):
+    run = make_run(tmp_path / "r", lr=0.02)
+    run.config["track"]["stop_lambda2"] = 1.7   # λ₂ climbs to 1.8/η: it crosses this stop line, not 2/η
+    fig = paper.make_figure5(run)
+    ax = fig.axes[0]
+    dotted = [line for line in ax.lines if line.get_label().startswith(r"$\lambda_{2}$ reaches the stop line")]
+    assert len(dotted) == 1 and dotted[0].get_linestyle() == ":"
+    assert r"stop: $\lambda_2 = 1.7/\eta$" in _legend_labels(ax.get_legend())
+    _close(fig)
+
+
+def test_appendix_e_draws_sparse_diagnostics_as_markers(runs):
+    fig = paper.make_appendix_e(runs[0])
+    data = [ax.lines[0] for ax in fig.axes]
+    for line in data[:2]:     # α and ε: every step, along constrained
+        assert line.get_linestyle() == "-" and len(line.get_xdata()) == 201
+    for line in data[2:]:     # the rest: every 20 steps (diagnostics), no line between the measurements
+        assert line.get_linestyle() == "None" and line.get_marker() == "o"
+        assert set(np.diff(line.get_xdata())) <= {20, 40}   # step 40 of ratio_d3_g is NaN: left out
+    _close(fig)
+
+
+def test_figure6_title_says_how_many_step_sizes(runs):
+    fig = paper.make_figure6(runs[:1])
+    title = fig.get_suptitle()
+    assert "several" not in title and r"$\eta$ = 0.02" in title
+    _close(fig)
+    fig = paper.make_figure6(runs)
+    assert "several step sizes" in fig.get_suptitle()
+    _close(fig)

@@ -18,9 +18,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "report", help="write a one-page report of a run (HTML or Markdown)",
         description="Write a report of a run directory: its config, key numbers (onset, why tracking stopped, "
-                    "errors of the Theorem 1 predictions, distances, solver costs) and the figures 1, 4, "
-                    "Appendix E and 5 that its records allow. HTML embeds the images; Markdown writes PNGs "
-                    "beside the file.")
+                    "errors of the Theorem 1 predictions, λ₂ against the stop threshold, distances, "
+                    "solver costs) and the figures (1, 4, Appendix E, 5, 6) that its records allow. HTML embeds "
+                    "the images; Markdown writes PNGs beside the file.")
     p.add_argument("run", type=Path, metavar="RUN", help="run directory")
     p.add_argument("--format", choices=["html", "md"], default=None,
                    help="html (self-contained, default) or md (default: from --out's suffix)")
