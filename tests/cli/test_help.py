@@ -150,11 +150,14 @@ def test_help_is_plain_text(capsys):
 
 
 def test_format_keys_wraps_and_marks_choices():
-    ks = [keys.Key("a.b", None, "int or none", "word " * 30), keys.Key("c", "x", "x | y | z", "pick one")]
+    ks = [keys.Key("a.b", None, "int or none", "word " * 30), keys.Key("c", "x", "x | y | z", "pick one"),
+          keys.Key("m.options", {}, "table", "constructor options")]
     lines = keys.format_keys(ks, width=60).splitlines()
     assert max(map(len, lines)) <= 60
     assert lines[0].startswith("  a.b = none (int or none)")
-    assert lines[-1].strip().endswith('pick one [x | y | z]') or "[x | y | z]" in " ".join(lines)
+    flat = _flat("\n".join(lines))
+    assert 'c = "x" pick one [x | y | z]' in flat                 # choices the comment does not name
+    assert "m.options = {} (table: --m.options.NAME value) constructor options" in flat
     assert keys.accepts("track.steps", ["track"]) and not keys.accepts("tracking", ["track"])
 
 

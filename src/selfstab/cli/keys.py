@@ -193,7 +193,9 @@ def format_keys(keys: Iterable[Key], width: int | None = None) -> str:
     heads = []
     for k in keys:
         head = f"{k.name} = {_value(k.default)}"
-        if k.default is None or k.name.rsplit(".", 1)[-1] == "options":
+        if k.kind == "table":
+            head += f" (table: --{k.name}.NAME value)"   # how one entry is set on the command line
+        elif k.default is None:
             head += f" ({k.kind})"     # "none" alone does not say what may be set
         heads.append(head)
     col = min(max((len(h) for h in heads), default=0) + 4, 34)
