@@ -5,6 +5,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Literal, Optional
 
 import pytest
@@ -173,7 +174,7 @@ def test_models_shows_the_width_run_uses(capsys):
     blocks = re.split(r"^(?=\S)", text, flags=re.M)
     for spec in MODELS.values():
         block = next(b for b in blocks if b.startswith(spec.name + " "))
-        key = "width" if "width" in spec.options else "hidden"
+        key = {"transformer": "hidden"}.get(spec.name, "width")   # what model.width sets, stated here
         expected = width if width is not None else spec.options[key]
         assert f"selfstab run uses: {key}={expected!r}" in block, spec.name
 
@@ -187,5 +188,20 @@ def test_run_options_falls_back_to_the_models_default(monkeypatch):
         activation: Optional[str] = None
 
     monkeypatch.setattr(config, "ModelConfig", Unset)
-    assert run_options({"width": 200, "depth": 3, "activation": "swish"}) == {"width": 200, "depth": 5}
-    assert run_options({"hidden": 64, "heads": 2}) == {"hidden": 64}
+    mlp = SimpleNamespace(options={"width": 200, "depth": 3, "activation": "swish"}, width_option="width")
+    assert run_options(mlp) == {"width": 200, "depth": 5}
+    transformer = SimpleNamespace(options={"hidden": 64, "heads": 2}, width_option="hidden")
+    assert run_options(transformer) == {"hidden": 64}
+
+
+def test_models_width_is_what_run_builds():
+    # the options `selfstab models` reports are among those the run's problem builder passes to the model
+    from selfstab.problem.build import model_options
+    from selfstab.problem.data import load_dataset
+    from selfstab.problem.models import MODELS
+
+    ds = load_dataset("digits", loss="mse", n=10)
+    for name in ("mlp", "cnn", "resnet18"):
+        built = model_options(config.RunConfig(model=config.ModelConfig(name=name)), ds)
+        shown = run_options(MODELS[name])
+        assert shown and shown.items() <= built.items(), name

@@ -5,38 +5,38 @@ from __future__ import annotations
 import dataclasses
 
 
-def run_options(options: dict) -> dict:
-    """The options ``selfstab run`` gives a model whose constructor options (with defaults) are ``options``.
+def run_options(spec) -> dict:
+    """The options ``selfstab run`` gives the model ``spec`` (a registry entry) under the default config.
 
-    The config's ``model.width`` sets the model's ``width`` (``hidden`` for the transformer) or, when the
-    config leaves it unset, the model keeps its own default; other ``model.*`` keys count only where set.
+    The config's ``model.width`` sets the model's ``spec.width_option`` or, when the config leaves it
+    unset, the model keeps its own default; the other ``model.*`` keys and ``model.options`` entries count
+    only where they are set and the model has them.
     """
     from ..config import ModelConfig
 
-    cfg = ModelConfig()
+    cfg, options = ModelConfig(), spec.options
     out = {}
-    width_key = "width" if "width" in options else "hidden" if "hidden" in options else None
-    if width_key is not None:
-        out[width_key] = cfg.width if cfg.width is not None else options[width_key]
+    if spec.width_option in options:
+        out[spec.width_option] = cfg.width if cfg.width is not None else options[spec.width_option]
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        if f.name in ("name", "width") or value is None or f.name not in options:
+        if f.name in ("name", "width", "options") or value is None or f.name not in options:
             continue
         out[f.name] = value
-    extra = getattr(cfg, "options", None)   # a table of constructor options, where the config has one
+    extra = getattr(cfg, "options", None)   # a table of constructor options
     if isinstance(extra, dict):
         out.update({k: v for k, v in extra.items() if k in options})
     return out
 
 
 def _models(args) -> int:
-    from ..problem.models import describe_models
+    from ..problem.models import MODELS, describe_models
 
     for row in describe_models():
         print(f"{row['name']:<12} {row['description']}")
         opts = ", ".join(f"{k}={v!r}" for k, v in row["options"].items())
         print(f"{'':<12} options (defaults): {opts}")
-        used = run_options(row["options"])
+        used = run_options(MODELS[row["name"]])
         if used:
             print(f"{'':<12} selfstab run uses: {', '.join(f'{k}={v!r}' for k, v in used.items())} "
                   f"(the config's model.* keys, e.g. --model.width N)")
