@@ -314,7 +314,7 @@ class Objective:
         self.counts["loss"] += 1
         with torch.no_grad():
             value = sum(term(theta) for term in self.terms())
-            return value if self._reduce is None else self._reduce(torch.as_tensor(value).reshape(1))[0]
+            return self.reduce_sum(torch.as_tensor(value).reshape(1))[0]
 
     def loss_and_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         theta = self.vector(theta).requires_grad_(True)
@@ -325,9 +325,18 @@ class Objective:
             val = term(theta)
             value = value + val.detach()
             g += _grad(val, theta)
-        if self._reduce is not None:
-            value, g = _reduced(self._reduce, value, g.detach())
-        return value, g
+        return self.reduce_value_and_grad(value, g.detach())
+
+    def reduce_sum(self, total: Tensor) -> Tensor:
+        """This rank's sum totalled over all ranks (one collective); the identity with one process."""
+        return total if self._reduce is None else self._reduce(total)
+
+    def reduce_value_and_grad(self, value: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
+        """The loss and the gradient totalled over all ranks in one collective of ``[L, ∇L]``."""
+        if self._reduce is None:
+            return value, grad
+        both = self._reduce(torch.cat([value.reshape(1), grad.reshape(-1)]))
+        return both[0], both[1:]
 
     def grad(self, theta: Tensor) -> Tensor:
         """``∇L(θ)``, shape ``(d,)``."""
@@ -356,12 +365,6 @@ class Objective:
         xs = tuple(x.to(device=self.device, dtype=self.dtype) if x.is_floating_point() else x.to(self.device)
                    for x in _as_tuple(inputs))
         return self._outputs(self.vector(theta), xs)
-
-
-def _reduced(reduce: Callable[[Tensor], Tensor], value: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
-    """The loss and the gradient totalled across processes in one collective of ``[L, ∇L]``."""
-    both = reduce(torch.cat([value.reshape(1), grad.reshape(-1)]))
-    return both[0], both[1:]
 
 
 @dataclass
@@ -410,8 +413,7 @@ class Point:
                 graphs.append(gr)
             yield gr
         if need_value:
-            if obj._reduce is not None:
-                value, total = _reduced(obj._reduce, value, total)
+            value, total = obj.reduce_value_and_grad(value, total)
             self._loss, self._grad = value, total
         if keep:
             self._graphs = graphs
@@ -445,8 +447,7 @@ class Point:
         for gr in self._graphs_iter():
             for i in range(vs.shape[0]):
                 out[i] += _grad(gr.grad, gr.theta, vs[i], retain_graph=True)
-        if obj._reduce is not None:
-            out = obj._reduce(out)
+        out = obj.reduce_sum(out)
         obj.counts["hvp"] += vs.shape[0]
         return out.reshape(v.shape)
 
@@ -458,8 +459,7 @@ class Point:
         for gr in self._graphs_iter():
             hu = _grad(gr.grad, gr.theta, u, create_graph=True, retain_graph=True)
             out += _grad(hu, gr.theta, v, retain_graph=True)
-        if obj._reduce is not None:
-            out = obj._reduce(out)
+        out = obj.reduce_sum(out)
         obj.counts["d3"] += 1
         return out
 
@@ -499,8 +499,7 @@ class Point:
         for gr in self._graphs_iter():
             HW = self._hvps_with_graph(gr, W)
             out += _grad((mu[:, None] * W * HW).sum(), gr.theta, retain_graph=True)
-        if obj._reduce is not None:
-            out = obj._reduce(out)
+        out = obj.reduce_sum(out)
         obj.counts["d3"] += 1
         return out
 
@@ -534,8 +533,7 @@ class Point:
                         block = torch.stack([_grad(hu, gr.theta, v, retain_graph=True) for v in rest])
                     out[row:row + rest.shape[0]] += block
                 row += rest.shape[0]
-        if obj._reduce is not None:
-            out = obj._reduce(out)
+        out = obj.reduce_sum(out)
         obj.counts["d3"] += k * (k + 1) // 2
         return out
 
@@ -548,7 +546,6 @@ class Point:
             hw = _grad(gr.grad, gr.theta, w, create_graph=True, retain_graph=True)
             tww = _grad(hw, gr.theta, w, create_graph=True, retain_graph=True)
             out += _grad(tww, gr.theta, w, retain_graph=True)
-        if obj._reduce is not None:
-            out = obj._reduce(out)
+        out = obj.reduce_sum(out)
         obj.counts["d4"] += 1
         return out

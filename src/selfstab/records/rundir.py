@@ -37,7 +37,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from ..config import dumps_toml, to_dict
+from ..tomlio import dumps_toml, to_dict
 from ..errors import ConfigError
 from . import checkpoint as ckpt
 from .io import atomic_write_text, clean_temp_files, read_records, write_records

@@ -1,0 +1,84 @@
+"""The package's shape: stages do not read the run's config, and no code reaches into another object's privates."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "selfstab"
+FILES = sorted(SRC.rglob("*.py"))
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(SRC).as_posix()
+
+
+def _imports_config(tree: ast.AST, path: Path) -> bool:
+    package = ".".join(("selfstab", *path.relative_to(SRC).parent.parts))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:   # relative: resolve against the file's package
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            names = [target] + [f"{target}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        if any(n == "selfstab.config" or n.startswith("selfstab.config.") for n in names):
+            return True
+    return False
+
+
+STAGES = ("processes/", "spectrum/", "problem/", "records/")
+
+
+@pytest.mark.parametrize("path", [p for p in FILES if _rel(p).startswith(STAGES)], ids=_rel)
+def test_stages_do_not_import_the_config(path):
+    if _rel(path) == "problem/build.py":   # the one place in problem/ that turns a config into a problem
+        return
+    assert not _imports_config(ast.parse(path.read_text()), path), f"{_rel(path)} imports selfstab.config"
+
+
+def test_the_check_sees_a_config_import(tmp_path):
+    fake = SRC / "processes" / "fake.py"
+    assert _imports_config(ast.parse("from ..config import TrackConfig"), fake)
+    assert _imports_config(ast.parse("import selfstab.config"), fake)
+    assert not _imports_config(ast.parse("from ..configure import x"), fake)
+
+
+def _foreign_privates(tree: ast.AST) -> list[str]:
+    """``obj._name`` where ``obj`` is not ``self``/``cls`` and not a third-party module (``nn.modules._X``)."""
+    external = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            external |= {(a.asname or a.name).split(".")[0] for a in node.names if not a.name.startswith("selfstab")}
+        elif isinstance(node, ast.ImportFrom) and not node.level and not (node.module or "").startswith("selfstab"):
+            external |= {a.asname or a.name for a in node.names}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            root = node.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(root, ast.Name) and root.id in ("self", "cls"):
+                if isinstance(node.value, ast.Name):   # self._x is the object's own
+                    continue
+            elif isinstance(root, ast.Name) and root.id in external:
+                continue
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+@pytest.mark.parametrize("path", FILES, ids=_rel)
+def test_no_access_to_another_objects_underscored_attributes(path):
+    assert _foreign_privates(ast.parse(path.read_text())) == []
+
+
+def test_the_check_sees_private_access():
+    assert _foreign_privates(ast.parse("def f(tracker):\n    tracker._history.clear()\n"))
+    assert _foreign_privates(ast.parse("class A:\n    def f(self):\n        self.point._loss = 1\n"))
+    assert not _foreign_privates(ast.parse("import torch\nclass A:\n    def f(self):\n"
+                                           "        return self._x, torch.nn.modules.batchnorm._BatchNorm\n"))
