@@ -5,7 +5,9 @@
 command imports only its own module, whose ``register(subparsers)`` adds its
 parsers (help lines from here) and sets ``func(args) -> int`` as their
 default.  Nothing heavy (torch, scipy, matplotlib) is imported before a
-command runs.
+command runs.  A new sub-command is a module with ``register`` plus its line
+in :data:`COMMANDS`; a module that registers a command not given to it there
+(or misses one) is an error at once.
 
 Errors that selfstab raises on purpose (:class:`~selfstab.errors.SelfstabError`)
 are printed as one line, never as a traceback; so is a package a command needs
