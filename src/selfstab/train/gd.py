@@ -20,6 +20,7 @@ written is kept.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -69,6 +70,25 @@ class DivergenceGuard:
             why = "is not finite" if not math.isfinite(loss) else f"exceeds {self.factor:g}× the initial loss {self.first:.4g}"
             raise DivergenceError(f"{where}: diverged at step {step} with learning rate η = {self.lr:g}: the loss "
                                   f"{loss:.4g} {why}; lower the learning rate", step=step, lr=self.lr)
+
+
+class EdgeNotReachedWarning(RuntimeWarning):
+    """GD stopped at ``max_steps`` below the edge: its last iterate is no ``θ₀``."""
+
+
+def _refuse_past_the_edge(objective: Objective, theta: Tensor, lr: float, midpoint: float, emit,
+                          pending: list) -> None:
+    """GD starts at or past the edge: there is no edge to reach, and the theory does not apply there."""
+    emit(pending)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # far past the edge a loose solve still says enough for the message
+        s = EigenTracker(1, on_fail="warn").refresh(objective.at(theta)).sharpness
+    if s >= 2 / lr:
+        raise ConfigError(f"lr: GD starts past the edge of stability: S(θ_init) = {s:.4g} ≥ 2/η = {2 / lr:.4g}, so "
+                          f"there is no edge to reach; use a learning rate below 2/S(θ_init) = {2 / s:.4g}")
+    raise ConfigError(f"lr: GD's first step is already at the edge of stability (midpoint sharpness {midpoint:.4g} "
+                      f"≥ 2/η = {2 / lr:.4g}, S(θ_init) = {s:.4g}), so there is no edge to reach; use a learning "
+                      f"rate somewhat below {lr:g}")
 
 
 def _interval(sharpness: float, lr: float, every: Sequence[int], rate: float | None = None) -> int:
@@ -165,6 +185,8 @@ def gd_to_edge(objective: Objective, lr: float, *, theta: Tensor | None = None, 
             progress(t, rec)
         if eig is not None and eig.sharpness >= edge:
             pending.append(rec)
+            if t == 0:
+                _refuse_past_the_edge(objective, theta_t, lr, eig.sharpness, emit, pending)
             if last_check is not None and t > last_check[0] + 1:
                 found = _replay(last_check, t)
                 if found is not None:
@@ -184,5 +206,9 @@ def gd_to_edge(objective: Objective, lr: float, *, theta: Tensor | None = None, 
         t += 1
     emit(pending)
     last = tracker.last
+    warnings.warn(f"gd_to_edge: the sharpness did not reach 2/η = {edge:.4g} within max_steps = {max_steps} "
+                  f"(last measured {float('nan') if last is None else last.sharpness:.4g}); the result has "
+                  f"reached=False — raise max_steps or the learning rate before tracking", EdgeNotReachedWarning,
+                  stacklevel=2)
     return EdgeResult(theta_t, t, float("nan") if last is None else last.sharpness, False, lr, last, history,
                       dict(objective.counts))

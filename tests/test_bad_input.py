@@ -1,0 +1,88 @@
+"""Bad input, through the API and the command line: one clear line naming the field and the fix, no traceback,
+and nothing half-made left behind."""
+
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import selfstab
+from selfstab import ConfigError, Objective
+from selfstab.train import EdgeNotReachedWarning, gd_to_edge
+
+F64 = torch.float64
+
+
+def _dense_sharpness(obj) -> float:
+    """λ_max of the dense Hessian built column by column (eigvalsh, independent of selfstab's eigen-solvers)."""
+    eye = torch.eye(obj.dim, dtype=F64)
+    return float(torch.linalg.eigvalsh(obj.hvp(obj.theta0, eye))[-1])
+
+
+def _one_line(exc) -> str:
+    msg = str(exc.value)
+    assert "\n" not in msg and "Traceback" not in msg
+    return msg
+
+
+def _mlp_objective(n=40, seed=0, loss="mse", out=3):
+    torch.manual_seed(seed)
+    x = torch.randn(n, 5)
+    y = torch.nn.functional.one_hot(torch.randint(0, out, (n,)), out).float() if loss == "mse" else \
+        torch.randint(0, out, (n,))
+    model = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, out))
+    return Objective.from_module(model, x, y, loss, dtype=F64)
+
+
+def test_track_from_a_point_far_from_the_edge_is_refused_with_the_numbers():
+    obj = _mlp_objective()
+    s = _dense_sharpness(obj)
+    lr = 0.2 * 2 / s          # 2/η is five times S(θ₀)
+    with pytest.raises(ConfigError) as info:
+        selfstab.track(obj, obj.theta0, lr, steps=3)
+    msg = _one_line(info)
+    assert f"S(θ₀) = {s:.4g}" in msg and "80% below" in msg and "gd_to_edge" in msg and "allow_off_edge" in msg
+    res = selfstab.track(obj, obj.theta0, lr, steps=2, allow_off_edge=True, flow=False)   # the escape hatch
+    assert res.steps == 2
+
+
+def test_gd_to_edge_warns_when_it_stops_below_the_edge():
+    obj = _mlp_objective(loss="ce")
+    with pytest.warns(EdgeNotReachedWarning, match="did not reach 2/η"):
+        edge = gd_to_edge(obj, 0.01, max_steps=20)
+    assert not edge.reached and math.isfinite(edge.sharpness) and edge.sharpness < 2 / 0.01
+
+
+def test_gd_to_edge_refuses_to_start_past_the_edge():
+    obj = _mlp_objective()
+    s = _dense_sharpness(obj)
+    with pytest.raises(ConfigError) as info:
+        gd_to_edge(obj, 4.0 / s)    # 2/η = S/2: past the edge from the first step
+    msg = _one_line(info)
+    assert "past the edge" in msg and f"2/S(θ_init) = {2 / s:.4g}" in msg
+
+
+@pytest.mark.parametrize("kwargs,expected", [
+    ({"stepz": 3}, "unknown option 'stepz'; did you mean 'steps'?"),
+    ({"eig_tl": 1e-6}, "did you mean 'eig_tol'?"),
+    ({"steps": -1}, "steps: the number of steps to track must be an int ≥ 0, got -1"),
+    ({"steps": 2.5}, "must be an int"),
+    ({"processes": ["gd", "constrianed"]}, "unknown process 'constrianed'; did you mean 'constrained'?"),
+])
+def test_track_arguments(kwargs, expected):
+    obj = _mlp_objective()
+    with pytest.raises(ConfigError) as info:
+        selfstab.track(obj, obj.theta0, 0.1, **{"steps": 3, **kwargs})
+    msg = _one_line(info)
+    assert expected in msg and "--" not in msg   # the Python argument, not a command-line flag
+
+
+@pytest.mark.parametrize("lr", [0.0, -1.0, float("nan"), "fast"])
+def test_learning_rate(lr):
+    obj = _mlp_objective()
+    for call in (lambda: gd_to_edge(obj, lr), lambda: selfstab.track(obj, obj.theta0, lr, steps=1)):
+        with pytest.raises(ConfigError) as info:
+            call()
+        assert _one_line(info).startswith("lr: ") and "--" not in str(info.value)
