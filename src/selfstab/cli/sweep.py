@@ -55,15 +55,15 @@ def sweep_configs(base: RunConfig, lrs: list[float], seeds: list[int], schedules
             for seed in seeds:
                 name = ("inverse_sharpness" if schedule == "inverse_sharpness" else f"lr{lr:g}") + \
                        (f"-seed{seed}" if len(seeds) > 1 else "")
-                train = dataclasses.replace(base.train, lr=lr, schedule=schedule)
-                out.append(dataclasses.replace(base, seed=seed, train=train, out=str(Path(base.out) / name),
+                train = dataclasses.replace(base.train, schedule=schedule)
+                out.append(dataclasses.replace(base, lr=lr, seed=seed, train=train, out=str(Path(base.out) / name),
                                                quiet=True))
     return out
 
 
 def _sweep(args) -> int:
     base = load_config(RunConfig, args.config, args.overrides)
-    lrs = args.lrs or [base.train.lr]
+    lrs = args.lrs or [base.lr]
     seeds = args.seeds or [base.seed]
     if any(not lr > 0 for lr in lrs):
         raise ConfigError(f"--lrs: learning rates must be positive, got {lrs}")
@@ -83,10 +83,9 @@ def _sweep(args) -> int:
             results = [f.result() for f in as_completed(futures)]
     for path, status in sorted(results):
         print(f"{path}: {status}")
-    from ..figures.paper import plot_runs
-    from ..records import load_run
-    runs = [load_run(p) for p, s in sorted(results) if not s.startswith("error")]
-    paths = plot_runs(runs, Path(base.out) / "figures", names=("4", "6"))
+    from ..figures.registry import draw_figures
+    runs = [p for p, s in sorted(results) if not s.startswith("error")]
+    paths = draw_figures(runs, ("4", "6"), Path(base.out) / "figures", strict=False)
     if paths:
         print(f"combined figures: {', '.join(p.name for p in paths if p.suffix == '.png')} in "
               f"{Path(base.out) / 'figures'}")
