@@ -79,6 +79,9 @@ def test_a_figure_asked_for_without_its_records_is_an_error_before_anything_is_d
         draw_figures(run, names="1,4")
     assert not (run.path / "figures").exists()   # figure 1 was not drawn either
     assert draw_figures(run, names="4", strict=False) == []
+    other = make_run(tmp_path / "r2", processes=("train",))
+    with pytest.raises(ConfigError, match=rf"^{TRACK_NEED}; none of the 2 runs has them$"):
+        draw_figures([run, other], names="4")
 
 
 def test_plot_a_run_that_was_never_tracked(make_run, tmp_path, capsys):

@@ -190,15 +190,15 @@ def _plan(runs: list, names: Sequence[str] | None, strict: bool, on_note) -> lis
         if spec.combined:
             if ok:
                 jobs.append(_Job(spec, tuple(ok), per_run=False))
-                for r in runs:
-                    if why[id(r)] is not None and len(runs) > 1:
-                        on_note(f"figure {name} leaves out {r.path}: {why[id(r)]}")
-            elif strict:
-                errors.append(bad[0] if len(runs) == 1 else f"figure {name}: none of the runs has "
-                              f"{spec.need.what} ({bad[0]})")
+                for reason in bad:
+                    on_note(f"left out of figure {name}: {reason}")
             elif runs:
-                on_note(f"skipped: {bad[0]}" if len(runs) == 1 else
-                        f"skipped figure {name}: none of the runs has {spec.need.what}")
+                none = bad[0] if len(runs) == 1 else (f"figure {name} needs {spec.need.what}; none of the "
+                                                      f"{len(runs)} runs has them")
+                if strict:
+                    errors.append(none)
+                else:
+                    on_note(f"skipped: {none}")
         else:
             jobs += [_Job(spec, (r,), per_run=True) for r in ok]
             if strict:
