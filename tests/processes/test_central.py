@@ -235,3 +235,21 @@ def test_processes_on_the_toy_model_record_the_exact_values_and_resume_bit_for_b
     again.load_state_dict(state)
     for a, b in zip(after, [again.step() for _ in range(3)]):
         assert a["central"] == b["central"] and a["kconstrained"] == b["kconstrained"]
+
+
+def test_block_grows_to_cover_every_eigenvalue_above_the_threshold_plus_one():
+    from selfstab.processes.central import refresh_block, substep_count
+
+    g = torch.Generator().manual_seed(5)
+    d = 80
+    Q = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=F64))[0]
+    c = torch.cat([torch.tensor([2.05, 2.0, 1.99, 1.93, 1.85, 1.5], dtype=F64), torch.linspace(0.0, 1.2, d - 6, dtype=F64)]) / LR
+    H = Q @ torch.diag(c) @ Q.T
+    obj = Objective.from_function(lambda th: 0.5 * th @ H @ th, torch.zeros(d, dtype=F64))
+    tracker = EigenTracker(1, tol=1e-10)
+    eig = refresh_block(tracker, obj.at(torch.zeros(d, dtype=F64)), LR, 0.9)
+    top = torch.sort(c, descending=True).values
+    assert eig.values.shape[0] >= 6 and torch.allclose(eig.values, top[: eig.values.shape[0]], rtol=1e-9)
+    assert tracker.k == 6                                     # five above 0.9·2/η, plus one guard
+    # substeps from the stiffness: the largest eigenvalue outside the three critical ones is 1.93/η
+    assert substep_count(eig.values, 3, LR) == math.ceil(1.93 / 0.5)
