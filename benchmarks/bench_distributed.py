@@ -96,6 +96,7 @@ def worker(n: int, reps: int, out: str) -> None:
                       distributed.traffic["bytes"] - before.get("bytes", 0))
     wall = {k: [] for k in ops}
     cpu = {k: 0.0 for k in ops}
+    cpu_time = {k: [] for k in ops}
     for _ in range(reps):
         for name, fn in ops.items():
             sync()
@@ -103,9 +104,11 @@ def worker(n: int, reps: int, out: str) -> None:
             fn()
             dt = time.perf_counter() - t
             wall[name].append(dt / per_call.get(name, 1))
-            cpu[name] += (time.process_time() - c) / (dt * reps)
+            c = time.process_time() - c
+            cpu[name] += c / (dt * reps)
+            cpu_time[name].append(c / per_call.get(name, 1))
     check = {"loss": float(obj.loss(theta)), "grad_norm": float(obj.grad(theta).norm())}
-    mine = {"rank": rank, "wall": wall, "cpu": cpu, "build_s": build_s}
+    mine = {"rank": rank, "wall": wall, "cpu": cpu, "cpu_time": cpu_time, "build_s": build_s}
     every = [None] * world
     if grouped:
         torch.distributed.all_gather_object(every, mine)
@@ -187,9 +190,9 @@ def run(quick: bool = False, n: int | None = None, reps: int | None = None, roun
     return {"n": n, "reps": reps, "rounds": rounds, "launches": launches}
 
 
-def _times(res: dict, op: str) -> list[float]:
+def _times(res: dict, op: str, key: str = "wall") -> list[float]:
     """Per call times of ``op``: the slowest rank's time of each call (the ranks start together)."""
-    per_rank = [r["wall"][op] for r in res["ranks"]]
+    per_rank = [r[key][op] for r in res["ranks"]]
     return [max(ts) for ts in zip(*per_rank)]
 
 
@@ -205,8 +208,12 @@ def summary(t4: dict) -> dict:
         cpu2 = min(rk["cpu"][op] for r in two for rk in r["ranks"])
         cpu1 = min(rk["cpu"][op] for r in one for rk in r["ranks"])
         calls, nbytes = two[0]["sent"][op]
+        # CPU time per call (slowest rank): the work each process did, whatever share of a core it was given
+        c1 = statistics.median([x for r in one for x in _times(r, op, "cpu_time")])
+        c2 = statistics.median([x for r in two for x in _times(r, op, "cpu_time")])
         out[op] = {"ms1": 1e3 * m1, "ms2": 1e3 * m2, "speedup": m1 / m2, "rounds": rounds, "cpu1": cpu1,
-                   "cpu2": cpu2, "calls": calls, "bytes": nbytes}
+                   "cpu2": cpu2, "calls": calls, "bytes": nbytes, "cpu_ms1": 1e3 * c1, "cpu_ms2": 1e3 * c2,
+                   "cpu_speedup": c1 / c2}
     return out
 
 
@@ -220,7 +227,8 @@ def markdown(t4: dict, info: dict | None = None, command: str | None = None) -> 
         r = s[op]
         calls = f"{r['calls']}" + (" (per 4 HVPs)" if op == "4 hvps" else "")
         rows.append([op, r["ms1"], r["ms2"], f"**{r['speedup']:.2f}×**", " / ".join(f"{x:.2f}×" for x in r["rounds"]),
-                     f"{r['cpu1']:.2f} / {r['cpu2']:.2f}", calls, f"{r['bytes'] / 2**20:.2f} MiB"])
+                     f"{r['cpu1']:.2f} / {r['cpu2']:.2f}", f"{r['cpu_ms1']:.0f} / {r['cpu_ms2']:.0f}",
+                     f"{r['cpu_speedup']:.2f}×", calls, f"{r['bytes'] / 2**20:.2f} MiB"])
     loss_gap = max(abs(b["check"]["loss"] - one[0]["check"]["loss"]) / abs(one[0]["check"]["loss"]) for b in two)
     g_gap = max(abs(b["check"]["grad_norm"] - one[0]["check"]["grad_norm"]) / one[0]["check"]["grad_norm"] for b in two)
     core = ["hvp", "gradient", "d3"]
@@ -239,11 +247,13 @@ def markdown(t4: dict, info: dict | None = None, command: str | None = None) -> 
         "the ranks starting each call together after a barrier; a 2-rank call counts as long as its slower rank. "
         "*new point*: the gradient with its graph kept (`obj.at(θ).grad`), which every later HVP and d3 at that θ "
         "reuse. *CPU share*: process CPU time ÷ wall time during the calls, smallest over processes "
-        "(1 process / 2 ranks). All-reduces: calls and payload per rank of one call (`[L, ∇L]` for a gradient, "
+        "(1 process / 2 ranks); below 1, the process waited for a core, the other rank or the all-reduce. "
+        "*CPU ms*: CPU time per call (slowest rank for 2 ranks); their ratio is the speedup two free cores "
+        "would give if waiting cost nothing — it does not depend on the load. All-reduces: calls and payload per rank of one call (`[L, ∇L]` for a gradient, "
         "the (k, d) block for k HVPs).",
         "",
         table(["operation", "1 process (ms)", "2 ranks (ms)", "speedup", "per round", "CPU share",
-               "all-reduces", "bytes"], rows),
+               "CPU ms", "CPU-time ratio", "all-reduces", "bytes"], rows),
         "",
         f"- goal ≥ {GOAL}× on 2 cores for HVP, gradient and d3: "
         + ("met for all three" if len(met) == 3 else f"**met for {', '.join(met) or 'none'}** of hvp, gradient, d3")
