@@ -253,3 +253,13 @@ def test_block_grows_to_cover_every_eigenvalue_above_the_threshold_plus_one():
     assert tracker.k == 6                                     # five above 0.9·2/η, plus one guard
     # substeps from the stiffness: the largest eigenvalue outside the three critical ones is 1.93/η
     assert substep_count(eig.values, 3, LR) == math.ceil(1.93 / 0.5)
+
+
+def test_k1_projection_with_a_chord_is_todays_chord_projection(tiny_mlp_at_the_edge):
+    obj, lr, theta0 = tiny_mlp_at_the_edge
+    phi = theta0 - lr * obj.grad(theta0)
+    grad_s = geometry_at(obj, theta0, EigenTracker(1)).grad_sharpness
+    a = project(obj, phi, lr, [EigenTracker(1)], tol=1e-12, chord=grad_s)
+    b = k_project(obj, phi, lr, EigenTracker(1), tol=1e-12, chord=k_geometry(obj, theta0, EigenTracker(1), lr))
+    assert a.converged and b.converged and a.steps == b.steps
+    assert float((a.geometry.theta - b.geometry.theta).norm()) <= 1e-12 * float((a.geometry.theta - phi).norm())

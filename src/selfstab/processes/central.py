@@ -107,14 +107,17 @@ def critical_count(values: Tensor, lr: float, threshold: float = 0.975) -> int:
 def rotate_pairs(pairs: Tensor, old: Tensor, new: Tensor) -> Tensor:
     """Pair vectors of the basis ``old`` (k, d) re-expressed in the basis ``new`` (k, d) of the same subspace.
 
-    ``p'_ij = Σ_ab R_ia R_jb p_ab`` with ``R = new·oldᵀ``; exact when the span is unchanged and ``∇³L`` is.
+    ``p'_ij = Σ_ab R_ia R_jb p_ab`` with ``R`` the orthogonal polar factor of the overlap ``new·oldᵀ`` (the
+    rotation closest to it: a subspace that has drifted a little is not shrunk); exact when the span is
+    unchanged and ``∇³L`` is.
     """
     k = old.shape[0]
     iu, ju = torch.triu_indices(k, k)
     full = pairs.new_zeros(k, k, pairs.shape[1])
     full[iu, ju] = pairs
     full[ju, iu] = pairs
-    R = (new @ old.T).to(pairs)
+    W, _, Vh = torch.linalg.svd((new @ old.T).double())
+    R = (W @ Vh).to(pairs)
     rot = torch.einsum("ia,jb,abd->ijd", R, R, full)
     return rot[iu, ju]
 

@@ -43,7 +43,7 @@ from ..problem.objective import Objective, Point
 from ..spectrum import EigenTracker, Eigenpairs
 from ..spectrum.sdcp import SDCPResult, gram_matrix, pair_coefficients, smat, solve_sdcp, svec_weights
 from .base import Context, Fields, Process, all_finite, tensor_finite, tracker_options
-from .central import block_fields, critical_count, refresh_block
+from .central import block_fields, critical_count, refresh_block, rotate_pairs
 
 
 class KProjectionWarning(RuntimeWarning):
@@ -135,18 +135,39 @@ class KProjection:
 
 
 def k_geometry(objective: Objective, theta: Tensor, tracker: EigenTracker, lr: float, *, threshold: float = 0.975,
-               track_threshold: float = 0.9, max_k: int | None = None, point: Point | None = None) -> KGeometry:
+               track_threshold: float = 0.9, max_k: int | None = None, point: Point | None = None,
+               from_last: bool = False) -> KGeometry:
     """The critical block at ``theta`` (the tracker's block grown to cover ``track_threshold``)."""
     point = point if point is not None else objective.at(theta)
-    eig = refresh_block(tracker, point, lr, track_threshold, max_k)
+    eig = refresh_block(tracker, point, lr, track_threshold, max_k, from_last=from_last)
     return KGeometry(point, eig, max(1, critical_count(eig.values, lr, threshold)))
+
+
+def _chord_pairs(chord: KGeometry | None, geom: KGeometry, rotation_tol: float = 1e-3) -> Tensor | None:
+    """The chord's pair vectors in ``geom``'s basis, when both blocks span nearly the same subspace."""
+    if chord is None or chord.k != geom.k:
+        return None
+    R = (geom.U @ chord.U.T).double()
+    if float((R @ R.T - torch.eye(geom.k, dtype=R.dtype, device=R.device)).abs().max()) > rotation_tol:
+        return None
+    return rotate_pairs(chord.pairs, chord.U, geom.U)
 
 
 def k_project(objective: Objective, psi: Tensor, lr: float, tracker: EigenTracker, *, tol: float = 1e-9,
               max_steps: int = 10, threshold: float = 0.975, track_threshold: float = 0.9, max_k: int | None = None,
               coupled: bool = True, perp: bool = True, active_rtol: float = 1e-3, sdcp_tol: float = 1e-8,
-              on_fail: Literal["raise", "warn"] = "raise", geometry: KGeometry | None = None) -> KProjection:
-    """``proj_{M_k}(ψ)`` by linearized steps until both residuals are ``≤ tol`` (or ``max_steps``)."""
+              on_fail: Literal["raise", "warn"] = "raise", geometry: KGeometry | None = None,
+              chord: KGeometry | None = None, warm_correctors: bool = True) -> KProjection:
+    """``proj_{M_k}(ψ)`` by linearized steps until both residuals are ``≤ tol`` (or ``max_steps``).
+
+    ``chord``: the geometry of a nearby point (``θ†_t``) whose pair vectors,
+    rotated into each point's eigenbasis, serve every linearized step instead
+    of fresh ones (the chord method of the single-eigenvalue projection; used
+    only while the critical count and subspace match).  ``warm_correctors``:
+    the eigen-solve at each corrected point starts from the previous point's
+    block alone (the points differ by a small Newton correction).  The
+    residuals are always those of the true eigenpairs and gradient.
+    """
     opts = dict(threshold=threshold, track_threshold=track_threshold, max_k=max_k)
     geom = geometry or k_geometry(objective, psi, tracker, lr, **opts)
     steps, solves = 0, []
@@ -156,9 +177,9 @@ def k_project(objective: Objective, psi: Tensor, lr: float, tracker: EigenTracke
             break
         steps += 1
         psi, res = k_projection_step(geom, lr, coupled=coupled, perp=perp, active_rtol=active_rtol,
-                                     sdcp_tol=sdcp_tol, on_fail=on_fail)
+                                     pairs=_chord_pairs(chord, geom), sdcp_tol=sdcp_tol, on_fail=on_fail)
         solves.append(res)
-        geom = k_geometry(objective, psi, tracker, lr, **opts)
+        geom = k_geometry(objective, psi, tracker, lr, from_last=warm_correctors, **opts)
     converged = res_s <= tol and res_g <= tol
     if not converged:
         warnings.warn(f"k-projection: residuals η·max(0, λ−2/η) = {res_s:.2e}, max |u_i·∇L|/‖∇L‖ = {res_g:.2e} "
@@ -167,10 +188,14 @@ def k_project(objective: Objective, psi: Tensor, lr: float, tracker: EigenTracke
     return KProjection(geom, steps, res_s, res_g, n_act, converged, solves)
 
 
-def k_constrained_step(objective: Objective, geom: KGeometry, lr: float, tracker: EigenTracker,
-                       **kwargs) -> KProjection:
-    """``θ†_{t+1} = proj_{M_k}(θ†_t − η∇L(θ†_t))`` from the critical block at ``θ†_t``."""
-    return k_project(objective, geom.theta - lr * geom.point.grad, lr, tracker, **kwargs)
+def k_constrained_step(objective: Objective, geom: KGeometry, lr: float, tracker: EigenTracker, *,
+                       chord: bool = False, **kwargs) -> KProjection:
+    """``θ†_{t+1} = proj_{M_k}(θ†_t − η∇L(θ†_t))`` from the critical block at ``θ†_t``.
+
+    ``chord=True``: the projection's steps use the pair vectors at ``θ†_t`` (see :func:`k_project`).
+    """
+    return k_project(objective, geom.theta - lr * geom.point.grad, lr, tracker, chord=geom if chord else None,
+                     **kwargs)
 
 
 def _geometry_state(geom: KGeometry) -> dict:
@@ -213,12 +238,13 @@ class KConstrained(Process):
 
     def __init__(self, *, eig_tol: float = 1e-7, proj_tol: float = 1e-9, proj_max_iter: int = 10,
                  critical_threshold: float = 0.975, track_threshold: float = 0.9, block_max_k: int | None = None,
-                 proj_coupled: bool = True, proj_perp: bool = True, active_rtol: float = 1e-3, sdcp_tol: float = 1e-8,
-                 sdcp_on_fail: Literal["raise", "warn"] = "warn"):
+                 proj_coupled: bool = True, proj_perp: bool = True, proj_chord: bool = True, active_rtol: float = 1e-3,
+                 sdcp_tol: float = 1e-8, sdcp_on_fail: Literal["raise", "warn"] = "warn"):
         self.tracker = EigenTracker(1, **tracker_options(eig_tol))
         self.options = dict(tol=proj_tol, max_steps=proj_max_iter, threshold=critical_threshold,
                             track_threshold=track_threshold, max_k=block_max_k, coupled=proj_coupled, perp=proj_perp,
                             active_rtol=active_rtol, sdcp_tol=sdcp_tol, on_fail=sdcp_on_fail)
+        self.chord = proj_chord
         self.geometry: KGeometry | None = None
         self.proj: Fields = {}
         self.last: Fields = {}
@@ -246,7 +272,8 @@ class KConstrained(Process):
     def advance(self, ctx: Context) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", KProjectionWarning)
-            proj = k_constrained_step(ctx.objective, self.geometry, ctx.lr, self.tracker, **self.options)
+            proj = k_constrained_step(ctx.objective, self.geometry, ctx.lr, self.tracker, chord=self.chord,
+                                      **self.options)
         self.geometry, self.proj = proj.geometry, projection_fields(proj)
 
     def finite(self) -> bool:
