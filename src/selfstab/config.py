@@ -71,7 +71,7 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
-def _section_type(tp: Any) -> type | None:
+def section_type(tp: Any) -> type | None:
     """The dataclass behind ``tp`` (``X`` or ``Optional[X]``), or None for a leaf."""
     if dataclasses.is_dataclass(tp):
         return tp
@@ -85,7 +85,7 @@ def _section_type(tp: Any) -> type | None:
 def _leaf_paths(cls: type, path: str = "") -> list[str]:
     out = []
     for f in _fields(cls):
-        sub = _section_type(_hints(cls)[f.name])
+        sub = section_type(_hints(cls)[f.name])
         out += _leaf_paths(sub, _join(path, f.name)) if sub else [_join(path, f.name)]
     return out
 
@@ -101,7 +101,7 @@ def _unknown(key: Any, cls: type, path: str) -> ConfigError:
             by_name.setdefault(p.rsplit(".", 1)[-1], p)
         guess = [by_name[g] for g in difflib.get_close_matches(str(key), list(by_name), n=1)]
     hint = f"; did you mean '{_join(path, guess[0])}'?" if guess else ";"
-    valid = [_join(path, n) + (".*" if _section_type(_hints(cls)[n]) else "") for n in names]
+    valid = [_join(path, n) + (".*" if section_type(_hints(cls)[n]) else "") for n in names]
     return ConfigError(f"config: unknown key '{_join(path, key)}'{hint} valid keys: {', '.join(valid)}")
 
 
@@ -118,7 +118,7 @@ def _describe(tp: Any) -> str:
     if origin in (list, tuple) or tp in (list, tuple):
         plural = {int: "ints", float: "floats", bool: "bools", str: "strings"}
         return f"a list of {plural.get(args[0], 'values')}" if args else "a list"
-    if origin is dict or tp is dict or _section_type(tp):
+    if origin is dict or tp is dict or section_type(tp):
         return "a table"
     return getattr(tp, "__name__", str(tp))
 
@@ -273,7 +273,7 @@ def _resolve(cls: type, key: str) -> tuple[list[str], Any]:
         if part not in {f.name for f in _fields(here)}:
             raise _unknown(part, here, ".".join(parts[:i]))
         tp = _hints(here)[part]
-        here = _section_type(tp)
+        here = section_type(tp)
     if here is not None:
         if "name" in {f.name for f in _fields(here)}:   # --model cnn means --model.name cnn
             return parts + ["name"], _hints(here)["name"]
@@ -422,10 +422,12 @@ class TrainConfig:
     # than half the extrapolated steps to 2/η); when S first reaches 2/η the run replays from the last
     # check one step at a time.
     every: list[int] = field(default_factory=lambda: [50, 25, 10])
+    checkpoint_every: int = 100  # steps between checkpoints before the edge, taken at the next sharpness check (records are flushed with each)
 
     def validate(self) -> Iterator[tuple[str, str]]:
         yield from _positive(self, "eig_tol")
         yield from _at_least(self, 0, "max_steps")
+        yield from _at_least(self, 1, "checkpoint_every")
         if self.chunk_size is not None:
             yield from _at_least(self, 1, "chunk_size")
         if len(self.every) != 3 or min(self.every, default=0) < 1:
@@ -476,6 +478,7 @@ class RunConfig:
     out: str = "runs/default"  # the run directory
     quiet: bool = False  # no progress bars
     tensorboard: bool = False  # also log every record to RUN/tensorboard (needs the tensorboard package)
+    flush_seconds: float = 15.0  # write records.h5 (and the status in summary.json) at least this often while running, in seconds
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: Literal["mse", "half_mse", "ce", "logistic"] = "mse"  # docs/theory.md §1; mse has no ½
@@ -488,7 +491,7 @@ class RunConfig:
         return 2.0 / self.lr
 
     def validate(self) -> Iterator[tuple[str, str]]:
-        yield from _positive(self, "lr")
+        yield from _positive(self, "lr", "flush_seconds")
         if not math.isfinite(self.lr):
             yield "lr", f"must be finite, got {self.lr!r}"
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal, Union
 
+from ..config import section_type
+
 __all__ = ["Key", "accepts", "config_keys", "epilog", "field_comments", "format_keys"]
 
 
@@ -112,16 +114,6 @@ def field_comments(cls: type) -> dict[str, str]:
 # ----------------------------------------------------------------------------- the keys
 
 
-def _section(tp: Any) -> type | None:
-    if dataclasses.is_dataclass(tp):
-        return tp
-    if typing.get_origin(tp) in (Union, types.UnionType):
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(inner) == 1 and dataclasses.is_dataclass(inner[0]):
-            return inner[0]
-    return None
-
-
 def _kind(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Literal:
@@ -145,7 +137,7 @@ def _walk(cls: type, obj: Any, prefix: str) -> Iterable[Key]:
         if not f.init:
             continue
         name, value = prefix + f.name, getattr(obj, f.name)
-        sub = _section(hints[f.name])
+        sub = section_type(hints[f.name])
         if sub is not None and value is not None:
             yield from _walk(sub, value, name + ".")
         else:
