@@ -28,3 +28,29 @@ class DivergenceError(SelfstabError, FloatingPointError):
 
 class ConvergenceError(SelfstabError, ArithmeticError):
     """An iterative solver (eigen-solver, projection) that did not converge."""
+
+
+class NotWritableError(SelfstabError, PermissionError):
+    """A file or folder selfstab must write cannot be written (read-only file system, no permission, disk full).
+
+    ``path`` is what could not be written; the message names it and the fix.
+    """
+
+    def __init__(self, message: str, path: str | None = None):
+        super().__init__(message)
+        self.path = path
+
+    def __str__(self) -> str:
+        return self.args[0] if self.args else ""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, after its records were flushed: ``str()`` says where it stopped and how to go on.
+
+    ``step``: the step it was at; ``phase``: "train" or "track"; ``resume_step``: the step that
+    ``selfstab resume`` continues from (its last checkpoint; None: from the start).
+    """
+
+    def __init__(self, message: str, *, path: str, phase: str, step: int | None, resume_step: int | None):
+        super().__init__(message)
+        self.path, self.phase, self.step, self.resume_step = path, phase, step, resume_step

@@ -9,18 +9,32 @@ they go; :func:`execute` runs whatever a run directory still needs, so a fresh
 run and ``selfstab resume`` are the same code; :func:`run` is the main job from
 Python, as ``selfstab run`` does it.
 
-Resume semantics: the training phase is short and deterministic, so a run
-killed before the edge restarts training from initialization (its records
-are rewound); once the edge is found, ``θ₀`` and its eigenvectors are
-checkpointed, and tracking resumes from its latest checkpoint with every
-state (iterates, warm starts, the flow's step size, counters) restored, so
-the records continue bit-for-bit.  Wall-clock times live in the ``timing``
-table, the only one that differs between a resumed and an uninterrupted run.
+Resume semantics: training checkpoints the edge search every
+``train.checkpoint_every`` steps (at the next sharpness check: θ_t, the
+eigen-tracker, the last and next check, the counters); once the edge is
+found, ``θ₀`` and its eigenvectors are checkpointed, and tracking
+checkpoints every ``track.checkpoint_every`` steps.  A resume restores every
+state (iterates, warm starts, the flow's step size, counters) from the
+latest checkpoint, so the records continue bit-for-bit; so does a finished
+run whose ``track.steps`` was raised (``selfstab resume RUN --track.steps N``).
+Wall-clock times live in the ``timing`` table, the only one that differs
+between a resumed and an uninterrupted run.
+
+Starting: :func:`prepare` checks everything cheap (config, model and data
+set, data files, device, tensorboard) and builds the problem *before*
+:func:`start` makes the run folder; a run that still fails on bad input before
+its first checkpoint (e.g. a learning rate past the edge at step 0) has that
+folder removed again, so the corrected command can use it.  While running,
+the records are flushed every ``flush_seconds`` and ``summary.json`` says
+``"status": "running"`` (then finished, stopped or failed); Ctrl-C flushes and
+raises :class:`~selfstab.errors.RunInterrupted`, which says where the run
+stopped and where ``selfstab resume`` continues.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import time
 import warnings
@@ -29,11 +43,12 @@ from typing import Any
 import torch
 
 from .config import RunConfig, TrackConfig, from_dict, load_config
-from .errors import ConfigError
+from .errors import ConfigError, DataError, RunInterrupted, SelfstabError
 from .problem.build import Problem, build_problem, evaluator
 from .processes import Lockstep, default_processes, default_stop_rules, track
 from .processes.lockstep import process_options
-from .records import RunDir
+from .records import RunDir, load_run
+from .records.rundir import read_latest_checkpoint
 from .spectrum import EigenTracker, default_tol
 from .train import gd_run, gd_to_edge
 
@@ -63,12 +78,17 @@ def _progress(total: int, desc: str, quiet: bool):
         bar.close()
 
 
-def train_phase(cfg: RunConfig, run: RunDir, problem: Problem | None = None) -> dict:
+def train_phase(cfg: RunConfig, run: RunDir, problem: Problem | None = None, resume_state: dict | None = None,
+                where: dict | None = None) -> dict:
     """GD from initialization to the edge; records ``train``, checkpoints ``θ₀``, returns the edge state.
 
+    The edge search checkpoints every ``train.checkpoint_every`` steps (phase "train"); ``resume_state``
+    (such a checkpoint) continues it.  ``where["step"]`` follows the current step (for Ctrl-C's message).
     With ``train.stop_at_edge = false`` or the ``inverse_sharpness`` schedule, GD runs ``max_steps``
-    steps instead (Figure 6) and nothing is tracked.
+    steps instead (Figure 6), unchecked, and nothing is tracked.
     """
+    where = {} if where is None else where
+    where.update(phase="training", step=0)
     problem = problem or build_problem(cfg)
     obj, lr = problem.objective, cfg.lr
     rec = run.recorder("train")
@@ -81,12 +101,20 @@ def train_phase(cfg: RunConfig, run: RunDir, problem: Problem | None = None) -> 
     def on_record(r):
         rec.append(r["step"], **{k: v for k, v in r.items() if k != "step"})
         board.log(r["step"], {"train": {k: v for k, v in r.items() if k != "step" and v is not None}})
+        run.tick()
+
+    def on_checkpoint(t: int, state: dict) -> None:
+        run.save_checkpoint(t, {"phase": "train", "gd": state})
 
     with _progress(cfg.train.max_steps + 1, "train" if fixed else "train → edge", cfg.quiet) as show, \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")   # eigen-solver shortfalls are in the records (eig_residual)
 
+        if resume_state is not None:
+            show(int(resume_state["gd"]["t"]) - 1)
+
         def progress(t, r):
+            where["step"] = t
             s = r.get("sharpness")
             show(t, loss=r["loss"], **({"S": s} if s is not None else {}), **{"2/η": cfg.edge})
 
@@ -96,7 +124,9 @@ def train_phase(cfg: RunConfig, run: RunDir, problem: Problem | None = None) -> 
                        tracker=tracker, evaluate=evaluator(problem), on_record=on_record, progress=progress)
             else:
                 edge = gd_to_edge(obj, lr, max_steps=cfg.train.max_steps, every=cfg.train.every, tracker=tracker,
-                                  on_record=on_record, progress=progress, evaluate=evaluator(problem))
+                                  on_record=on_record, progress=progress, evaluate=evaluator(problem),
+                                  on_checkpoint=on_checkpoint, checkpoint_every=cfg.train.checkpoint_every,
+                                  state=None if resume_state is None else resume_state["gd"])
         finally:
             run.flush()
             board.close()
@@ -108,7 +138,7 @@ def train_phase(cfg: RunConfig, run: RunDir, problem: Problem | None = None) -> 
         run.save_checkpoint(cfg.train.max_steps, state)
         return state
     summary = {"lr": lr, "parameters": obj.dim, "reached_edge": edge.reached, "onset_step": edge.step,
-               "onset_sharpness": edge.sharpness, "onset_loss": edge.history[-1]["loss"] if edge.history else None,
+               "onset_sharpness": edge.sharpness, "onset_loss": edge.records[-1]["loss"] if edge.records else None,
                "seconds_train": seconds, "train_grads": edge.counts.get("grad", 0),
                "train_hvps": edge.counts.get("hvp", 0)}
     run.write_summary(summary)
@@ -148,8 +178,10 @@ def track_options(tc: TrackConfig) -> dict[str, Any]:
 
 
 def track_phase(cfg: RunConfig, run: RunDir, edge: dict, problem: Problem | None = None,
-                resume_state: dict | None = None) -> Lockstep:
+                resume_state: dict | None = None, where: dict | None = None) -> Lockstep:
     """The tracked processes from ``θ₀`` in float64, streaming records and checkpointing every ``checkpoint_every``."""
+    where = {} if where is None else where
+    where.update(phase="tracking", step=0 if resume_state is None else int(resume_state["lockstep"]["t"]))
     problem = problem or build_problem(cfg, dtype="float64")
     obj = problem.objective.to(torch.float64)
     lr, tc = cfg.lr, cfg.track
@@ -168,6 +200,7 @@ def track_phase(cfg: RunConfig, run: RunDir, edge: dict, problem: Problem | None
                 show(ls.t - 1)
 
             def write(t: int, rec: dict) -> None:
+                where["step"] = t + 1
                 timing = rec.pop("cost")
                 seconds = timing.pop("seconds")
                 for name, fields in rec.items():
@@ -179,6 +212,8 @@ def track_phase(cfg: RunConfig, run: RunDir, edge: dict, problem: Problem | None
                 show(t, loss=g["loss"], S=g["sharpness"], **{"2/η": cfg.edge})
                 if ls.t % tc.checkpoint_every == 0 or ls.stop_reason is not None or ls.t >= tc.steps:
                     run.save_checkpoint(ls.t, {"phase": "track", "edge": edge, "lockstep": ls.state_dict()})
+                else:
+                    run.tick()
 
             result = track(obj, None, lr, tc.steps, lockstep=ls, on_records=write)
         board.close()
@@ -187,14 +222,100 @@ def track_phase(cfg: RunConfig, run: RunDir, edge: dict, problem: Problem | None
     return ls
 
 
-def execute(run: RunDir, *, train_only: bool = False) -> RunDir:
-    """Run (or resume) whatever ``run`` still needs: training to the edge, then tracking."""
-    cfg = as_config(run.config)
+def prepare(cfg: RunConfig) -> Problem:
+    """Check what a new run needs before its folder is made, and build its problem (training dtype).
+
+    Model and data set names and options, data files, the device (:func:`build_problem` raises the
+    one-line errors), and the tensorboard package when ``tensorboard = true``.
+    """
+    if cfg.tensorboard:
+        try:
+            importlib.import_module("torch.utils.tensorboard")
+        except ImportError:
+            raise ConfigError("tensorboard: the tensorboard package is not installed; pip install tensorboard "
+                              "or set tensorboard = false") from None
     torch.manual_seed(cfg.seed)
+    return build_problem(cfg)
+
+
+def start(cfg: RunConfig, *, overwrite: bool = False, train_only: bool = False) -> RunDir:
+    """A new run in ``cfg.out``: :func:`prepare`, make the folder, :func:`execute`.
+
+    Bad input found only once running (a :class:`ConfigError` or :class:`DataError` before the first
+    checkpoint, e.g. GD past the edge at step 0) removes what this start made, and is raised.
+    """
+    problem = prepare(cfg)
+    rundir = RunDir.create(cfg.out, cfg, overwrite=overwrite)
+    try:
+        execute(rundir, train_only=train_only, problem=problem)
+    except (ConfigError, DataError):
+        if rundir.latest_checkpoint() is None:
+            rundir.discard()
+        raise
+    return rundir
+
+
+def _quietly(action, *args) -> None:
+    """Write a status while already failing: a second error must not hide the first."""
+    try:
+        action(*args)
+    except (OSError, SelfstabError):
+        pass
+
+
+def _resume_point(run: RunDir) -> tuple[str, int | None]:
+    """Where ``selfstab resume`` continues (words, and the step; None: from the start), from the latest checkpoint."""
+    latest = run.latest_checkpoint()
+    if latest is None:
+        return "from the start", None
+    step, state = latest
+    if state["phase"] == "train":
+        return f"from training step {int(state['gd']['t'])}", int(state["gd"]["t"])
+    if state["phase"] == "edge":
+        return "from the edge θ₀ (tracking step 0)", 0
+    return f"from tracking step {step}", int(step)
+
+
+def execute(run: RunDir, *, train_only: bool = False, problem: Problem | None = None) -> RunDir:
+    """Run (or resume) whatever ``run`` still needs: training to the edge, then tracking.
+
+    ``problem``: the training problem :func:`prepare` built (a fresh run); else it is built here.
+    The summary's ``status`` says "running" meanwhile, then "finished", "stopped: …" or "failed: …".
+    """
+    cfg = as_config(run.config)
+    if problem is None:
+        torch.manual_seed(cfg.seed)
+    run.flush_seconds = cfg.flush_seconds
     latest = run.rewind_to_checkpoint()
     state = latest[1] if latest else None
-    if state is None:
-        edge = train_phase(cfg, run)
+    where: dict = {"phase": "training", "step": 0}
+    run.set_status("running")
+    try:
+        _execute(cfg, run, state, train_only, problem, where)
+    except KeyboardInterrupt:
+        _quietly(run.flush)
+        step = where.get("step")
+        point, resume_step = _resume_point(run)
+        message = f"interrupted at {where['phase']} step {step}; selfstab resume {run.path} continues {point}"
+        _quietly(run.set_status, f"stopped: {message}")
+        raise RunInterrupted(message, path=str(run.path), phase=where["phase"], step=step,
+                             resume_step=resume_step) from None
+    except BaseException as exc:
+        _quietly(run.flush)
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        _quietly(run.set_status, f"failed: {why}" if isinstance(exc, SelfstabError)
+                 else f"failed: {type(exc).__name__}{': ' + why if why else ''}")
+        if isinstance(exc, SelfstabError):   # e.g. the eigen-solver's ConvergenceError: why the run stopped
+            _quietly(run.write_summary, {"stop_reason": f"error: {why}"})
+        raise
+    run.set_status("finished")
+    return run
+
+
+def _execute(cfg: RunConfig, run: RunDir, state: dict | None, train_only: bool, problem: Problem | None,
+             where: dict) -> None:
+    if state is None or state["phase"] == "train":
+        edge = train_phase(cfg, run, problem, resume_state=state, where=where)
     elif state["phase"] == "edge":
         edge = state
     else:
@@ -203,10 +324,37 @@ def execute(run: RunDir, *, train_only: bool = False) -> RunDir:
         if not edge["reached"] and not edge.get("fixed"):
             run.write_summary({"stop_reason": f"the sharpness did not reach 2/η within train.max_steps = "
                                               f"{cfg.train.max_steps}; raise it or the learning rate"})
-        return run
+        return
     if cfg.track.steps > 0:
-        track_phase(cfg, run, edge, resume_state=state if state and state["phase"] == "track" else None)
-    return run
+        track_phase(cfg, run, edge, resume_state=state if state and state["phase"] == "track" else None,
+                    where=where)
+
+
+TRAINING_SUMMARY = ("lr", "parameters", "reached_edge", "onset_step", "onset_sharpness", "onset_loss",
+                    "seconds_train", "train_grads", "train_hvps")
+
+
+def track_into(source: str | os.PathLike, cfg: RunConfig, *, overwrite: bool = False) -> RunDir:
+    """Track the trained run in ``source`` into a new run folder ``cfg.out`` (other ``track`` settings).
+
+    The new folder gets ``cfg`` as its config, ``source``'s ``train`` records up to the edge, its
+    training summary and the edge checkpoint; then it is tracked.  ``source`` is only read.
+    """
+    latest = read_latest_checkpoint(source)
+    state = None if latest is None else latest["state"]
+    if state is None or state["phase"] == "train":
+        raise ConfigError(f"track: {source} has not reached the edge yet; run selfstab resume {source} first")
+    edge = state if state["phase"] == "edge" else state["edge"]
+    if not edge["reached"]:
+        raise ConfigError(f"track: {source} did not reach the edge (nothing to track); start a new run with a "
+                          f"larger train.max_steps or learning rate")
+    summary = load_run(source).summary
+    rundir = RunDir.create(cfg.out, cfg, overwrite=overwrite)
+    rundir.copy_records(source, {"train": latest["records"].get("train", 0)})
+    rundir.write_summary({**{k: summary[k] for k in TRAINING_SUMMARY if k in summary},
+                          "tracked_from": os.fspath(source)})
+    rundir.save_checkpoint(int(edge["onset_step"]), {**edge, "phase": "edge"})
+    return execute(rundir)
 
 
 def run(config: RunConfig | dict | str | os.PathLike | None = None, *, overwrite: bool = False,
@@ -225,13 +373,11 @@ def run(config: RunConfig | dict | str | os.PathLike | None = None, *, overwrite
         cfg = config
     else:
         raise ConfigError(f"config: expected a RunConfig, a dict, a TOML file or None, got {type(config).__name__}")
-    rundir = RunDir.create(cfg.out, cfg, overwrite=overwrite)
-    execute(rundir)
+    rundir = start(cfg, overwrite=overwrite)
     if figures:
         from .figures.registry import draw_figures
         draw_figures(rundir.path, out=rundir.path / "figures")
     return rundir
-
 
 
 def resume(path: str | os.PathLike) -> RunDir:

@@ -35,7 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "resume": ("run", "continue a killed run from its last checkpoint"),
     "sweep": ("sweep", "one run per learning rate / seed, sequentially or in parallel"),
     "plot": ("plot", "draw the paper's figures (1, 4, Appendix E, 5, 6) from run directories"),
-    "report": ("report", "write a one-page report of a run (HTML or Markdown)"),
+    "report": ("report", "write a one-page report of a run, or compare several side by side (HTML or Markdown)"),
+    "export": ("export", "write a run's records as CSV or Parquet tables, one file per process"),
     "models": ("catalog", "list the models with their options and parameter counts"),
     "datasets": ("catalog", "list the datasets with sizes and where their files go"),
     "theory": ("theory", "figures of the theory: four stages, ODE orbits, scale invariance"),
@@ -161,8 +162,8 @@ def _main(argv: list[str]) -> int:
             raise
         print(f"selfstab {args.command}: error: {problem}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"selfstab {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:   # a run's RunInterrupted says where it stopped and how to continue
+        print(f"selfstab {args.command}: {str(exc) or 'interrupted'}", file=sys.stderr)
         return 130
 
 

@@ -3,12 +3,18 @@
 Every command takes ``--config FILE`` (TOML) and overrides of any config key
 (``--lr 0.02``, ``--model.width 200``, ``--train.dtype=float64``); the
 resolved config, every default written out, is the run's ``config.toml``.
+
+``selfstab resume RUN --track.steps N`` extends a run to more tracked steps
+(only increases; the extensions are listed in ``config.toml`` and the
+summary's ``extensions``); ``selfstab track RUN --out NEW`` tracks a trained
+run into a new folder with other ``track`` settings, leaving ``RUN`` as it is.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime, timezone
 
 from ..config import RunConfig, diff_configs, from_dict, load_config
 from ..errors import ConfigError
@@ -16,8 +22,8 @@ from . import keys
 
 # The config keys each command may change on an existing run (dotted keys, or sections whose keys all count);
 # its --help lists exactly these.
-TRACK_KEYS = ("track", "quiet")
-RESUME_KEYS = ("quiet",)
+TRACK_KEYS = ("track", "quiet", "flush_seconds")
+RESUME_KEYS = ("quiet", "flush_seconds", "track.steps")   # track.steps: only up (extends the run)
 
 
 def _parser(sub, name: str, run_arg: bool = False, allowed: tuple[str, ...] | None = None,
@@ -55,12 +61,28 @@ def _figures(run) -> None:
 
 
 def _new_run(args, train_only: bool) -> int:
-    from ..experiment import execute
-    from ..records import RunDir
+    from ..experiment import start
 
     cfg = load_config(RunConfig, args.config, args.overrides)
-    run = RunDir.create(cfg.out, cfg, overwrite=args.overwrite)
-    execute(run, train_only=train_only)
+    run = start(cfg, overwrite=args.overwrite, train_only=train_only)
+    _report(run)
+    _figures(run)
+    return 0
+
+
+def _track_into(args) -> int:
+    """``selfstab track RUN --out NEW``: RUN's training, tracked with other settings in NEW."""
+    from ..experiment import track_into
+    from ..records import load_run
+
+    source = load_run(args.run)
+    old = from_dict(RunConfig, source.config)
+    cfg = load_config(RunConfig, source.config, [*args.overrides, "--out", str(args.out)])
+    changed = [k for k in diff_configs(old, cfg) if not keys.accepts(k, TRACK_KEYS + ("out",))]
+    if changed:
+        raise ConfigError(f"track: only track.* settings can change after training; {changed[0]} differs "
+                          f"(start a new run with selfstab run)")
+    run = track_into(args.run, cfg, overwrite=args.overwrite)
     _report(run)
     _figures(run)
     return 0
@@ -70,6 +92,8 @@ def _track(args) -> int:
     from ..experiment import execute
     from ..records import RunDir
 
+    if args.out is not None:
+        return _track_into(args)
     run = RunDir.open(args.run)
     old = from_dict(RunConfig, run.config)
     cfg = load_config(RunConfig, run.config, args.overrides)
@@ -98,20 +122,53 @@ def _resume(args) -> int:
         new = load_config(RunConfig, run.config, args.overrides)
         changed = [k for k in diff_configs(old, new) if not keys.accepts(k, RESUME_KEYS)]
         if changed:
-            raise ConfigError(f"resume: the config changed ({changed[0]}); a resumed run must keep its config — "
-                              f"start a new run instead")
+            raise ConfigError(f"resume: the config changed ({changed[0]}); a resumed run must keep its config "
+                              f"(resume accepts {', '.join(RESUME_KEYS)}) — start a new run instead")
+        if new.track.steps != old.track.steps:
+            _check_extension(run, old.track.steps, new.track.steps)
+            history = [*run.summary.get("extensions", []),
+                       {"key": "track.steps", "from": old.track.steps, "to": new.track.steps,
+                        "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
+            run.update_config(new, notes=["extended: " + ", ".join(
+                f"track.steps {h['from']} → {h['to']} ({h['time']})" for h in history)])
+            run.write_summary({"extensions": history})
+        elif diff_configs(old, new):
+            run.update_config(new, notes=_notes(run))
     execute(run)
     _report(run)
     _figures(run)
     return 0
 
 
+def _notes(run) -> list[str]:
+    history = run.summary.get("extensions", [])
+    return ["extended: " + ", ".join(f"track.steps {h['from']} → {h['to']} ({h['time']})" for h in history)] \
+        if history else []
+
+
+def _check_extension(run, old: int, new: int) -> None:
+    """``track.steps`` may only grow, and only on a run that tracking did not stop for another reason."""
+    if new < old:
+        raise ConfigError(f"resume: track.steps can only grow (this run tracks {old} steps, asked for {new}); to "
+                          f"track fewer steps, read the first {new} rows of its records")
+    from ..records.rundir import read_latest_checkpoint
+    latest = read_latest_checkpoint(run.path)
+    state = None if latest is None else latest["state"]
+    if state is not None and state["phase"] == "track" and state["lockstep"]["stop_reason"]:
+        raise ConfigError(f"resume: {run.path} stopped tracking before its step limit "
+                          f"({state['lockstep']['stop_reason']}); more steps would not continue it — start a "
+                          f"new run (e.g. with another track.stop_lambda2)")
+
+
 def register(sub) -> None:
     _parser(sub, "run").set_defaults(func=lambda a: _new_run(a, train_only=False))
     _parser(sub, "train").set_defaults(func=lambda a: _new_run(a, train_only=True))
-    _parser(sub, "track", run_arg=True, allowed=TRACK_KEYS,
-            title="config keys track accepts (as --key value; the run keeps the rest of its config)") \
-        .set_defaults(func=_track)
+    p = _parser(sub, "track", run_arg=True, allowed=TRACK_KEYS,
+                title="config keys track accepts (as --key value; the run keeps the rest of its config)")
+    p.add_argument("--out", default=None, metavar="NEW",
+                   help="track into a new run folder NEW (RUN's training copied, RUN left unchanged)")
+    p.add_argument("--overwrite", action="store_true", help="with --out: replace a run already in NEW")
+    p.set_defaults(func=_track)
     _parser(sub, "resume", run_arg=True, allowed=RESUME_KEYS,
             title="config keys resume accepts (as --key value; a resumed run keeps the rest of its config)") \
         .set_defaults(func=_resume)

@@ -234,6 +234,16 @@ class TrackResult:
         import pandas as pd
         return {k: pd.DataFrame(v).set_index("step") for k, v in self.records.items() if v}
 
+    def save(self, path, edge=None, config=None, *, overwrite: bool = False):
+        """Write a run directory at ``path`` that ``load_run``, ``selfstab plot`` and ``report`` read like any
+        other: these records (``cost``'s seconds in ``timing``, as in a run), ``edge``'s (``gd_to_edge``'s
+        result) as the ``train`` table, the summary, and ``config.toml`` (``config``, the run's config as a
+        ``RunConfig`` or dict, if known; else what is known: ``lr``).  Returns the
+        :class:`~selfstab.records.RunDir`."""
+        from ..records.results import save_results
+        return save_results(path, edge=edge, track=self, config=config, overwrite=overwrite,
+                            lr=None if self.lockstep is None else self.lockstep.lr)
+
 
 def check_edge(objective: Objective, theta0: Tensor, lr: float, warm: Tensor | None, tol: float) -> float:
     """``S(θ₀)``, or a :class:`ConfigError` when it is not within ``tol`` (relative) of ``2/η``.

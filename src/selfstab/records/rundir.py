@@ -21,29 +21,96 @@ checkpoint, which remembers how many rows each process had.  After a crash the
 records may run ahead of the newest checkpoint; :meth:`RunDir.rewind_to_checkpoint`
 cuts them back to it, so a resumed run appends exactly what an uninterrupted
 one would have.
+
+Watching: with ``flush_seconds`` set, :meth:`RunDir.tick` (called once per
+step) also flushes the records whenever that many seconds have passed since
+the last flush, and refreshes the run's status in ``summary.json``:
+``"status": "running"`` with the writer's ``pid``, ``host`` and a
+``heartbeat`` time, then ``"finished"``, ``"stopped: …"`` or ``"failed: …"``
+(:meth:`RunDir.set_status`).  :attr:`Run.running` tells a reader whether the
+writer is still alive.
+
+Unwritable places (a read-only file system, no permission, a full disk) end
+in a one-line :class:`~selfstab.errors.NotWritableError` naming the path and
+the fix, never a raw ``OSError``; :func:`writable_folder` does the same for a
+folder a reader (``selfstab plot``, ``report``) writes into.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
 import shutil
+import socket
+import time
 import tomllib
 import warnings
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
 
 from ..tomlio import dumps_toml, to_dict
-from ..errors import ConfigError
+from ..errors import ConfigError, NotWritableError, SelfstabError
 from . import checkpoint as ckpt
-from .io import atomic_write_text, clean_temp_files, read_records, write_records
+from .io import _pid_alive, atomic_write_text, clean_temp_files, read_records, temp_path, write_records
 from .recorder import Recorder, check_name, to_frame
 
 CONFIG, RECORDS, SUMMARY, CHECKPOINTS = "config.toml", "records.h5", "summary.json", "checkpoints"
+
+
+# errno values that mean "this place cannot be written" (as opposed to a bug or a vanished file)
+_UNWRITABLE = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+               errno.EPERM: "operation not permitted", errno.ENOSPC: "no space left on the device",
+               errno.EDQUOT: "disk quota exceeded"}
+
+
+def not_writable(path: str | os.PathLike, exc: OSError, fix: str) -> NotWritableError | None:
+    """The one-line error for an ``OSError`` that says ``path`` cannot be written (None: some other error)."""
+    if isinstance(exc, SelfstabError) or exc.errno not in _UNWRITABLE:
+        return None
+    return NotWritableError(f"cannot write {path} ({_UNWRITABLE[exc.errno]}); {fix}", path=os.fspath(path))
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike, fix: str):
+    """Turn an "unwritable" ``OSError`` inside the block into a :class:`NotWritableError` about ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        err = not_writable(path, exc, fix)
+        if err is None:
+            raise
+        raise err from None
+
+
+def check_writable(folder: str | os.PathLike, fix: str) -> None:
+    """Create and remove a temporary file in ``folder``: a :class:`NotWritableError` if that fails."""
+    folder = Path(folder)
+    probe = temp_path(folder / "probe")
+    with writing(folder, fix):
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        os.unlink(probe)
+
+
+def writable_folder(path: str | os.PathLike, fix: str = "use --out DIR to write somewhere else") -> Path:
+    """Make ``path`` (and its parents) and check that files can be written in it; else a one-line
+    :class:`NotWritableError` naming it and ``fix`` (e.g. ``selfstab plot``/``report`` writing a run's figures)."""
+    path = Path(path)
+    with writing(path, fix):
+        path.mkdir(parents=True, exist_ok=True)
+    check_writable(path, fix)
+    return path
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _not_a_run(path: Path) -> ConfigError:
@@ -102,12 +169,20 @@ def _jsonable(value: Any, where: str) -> Any:
 class RunDir:
     """A run directory being written.  Use :meth:`create` or :meth:`open`, not the constructor."""
 
-    def __init__(self, path: Path, config: dict, tables: dict, summary: dict):
+    def __init__(self, path: Path, config: dict, tables: dict, summary: dict, *, fix: str | None = None):
         self.path = path
         self.config = config
         self._recorders = {name: Recorder(name, *table) for name, table in tables.items()}
         self._summary = summary
         self._flushed: dict[str, int] | None = None  # recorder versions at the last flush; None: never
+        # what to do when this folder cannot be written (in every NotWritableError about it)
+        self.fix = fix or f"copy the run somewhere writable (cp -r {path} DIR) and continue it there"
+        self.flush_seconds: float | None = None   # tick() flushes at least this often; None: only on flush()
+        self._last_flush = time.monotonic()
+        self.made: list[Path] | None = None       # what create() made, for discard(); None: an opened run
+
+    def _writing(self, path: Path | None = None):
+        return writing(path or self.path, self.fix)
 
     @classmethod
     def create(cls, path: str | os.PathLike, config: Any, *, overwrite: bool = False) -> RunDir:
@@ -117,37 +192,63 @@ class RunDir:
         unless ``overwrite``; a non-empty folder that is not a run is never erased.
         """
         path = Path(path)
+        fix = "choose a writable folder with --out DIR (or out = … in the config)"
         if path.exists() and not path.is_dir():
             raise ConfigError(f"run: {path} exists and is not a folder")
-        if path.exists() and any(path.iterdir()):
+        existed = path.exists()
+        if existed and any(path.iterdir()):
             if not (path / CONFIG).is_file():
                 raise ConfigError(f"run: {path} exists and is not a selfstab run directory; refusing to write into it")
             if not overwrite:
                 raise ConfigError(f"run: {path} already holds a run; pass --overwrite or choose another --out")
             # config.toml goes last, so an interrupted erase still leaves something we may erase again.
-            for entry in path.iterdir():
-                if entry.name != CONFIG:
-                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-            (path / CONFIG).unlink()
-        (path / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-        text = dumps_toml(to_dict(config), header="selfstab run config, resolved: every field, defaults included.")
-        atomic_write_text(path / CONFIG, text)
-        return cls(path, _read_config(path), {}, {})
+            with writing(path, fix):
+                for entry in path.iterdir():
+                    if entry.name != CONFIG:
+                        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+                (path / CONFIG).unlink()
+        with writing(path, fix):
+            (path / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+            text = dumps_toml(to_dict(config), header="selfstab run config, resolved: every field, defaults included.")
+            atomic_write_text(path / CONFIG, text)
+        self = cls(path, _read_config(path), {}, {}, fix=fix)
+        self.made = [path] if not existed else list(path.iterdir())
+        return self
+
+    def discard(self) -> None:
+        """Remove what :meth:`create` started (a run that failed before it began): the folder itself when
+        create made it, else everything in it (it was empty, or an overwritten run).  An opened run is kept."""
+        if self.made is None:
+            return
+        if self.made == [self.path]:
+            shutil.rmtree(self.path, ignore_errors=True)
+        else:
+            for entry in list(self.path.iterdir()):
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() and not entry.is_symlink() \
+                    else entry.unlink(missing_ok=True)
+        self.made = None
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> RunDir:
         """Reopen a run to continue it; stale temporary files of dead writers are removed."""
         path = Path(path)
         config = _read_config(path)
+        self = cls(path, config, _read_tables(path), _read_summary(path))
+        check_writable(path, self.fix)   # now, not after minutes of work
         for folder in (path, path / CHECKPOINTS):
             clean_temp_files(folder)
-        (path / CHECKPOINTS).mkdir(exist_ok=True)
-        return cls(path, config, _read_tables(path), _read_summary(path))
+        with self._writing(path / CHECKPOINTS):
+            (path / CHECKPOINTS).mkdir(exist_ok=True)
+        check_writable(path / CHECKPOINTS, self.fix)
+        return self
 
-    def update_config(self, config: Any) -> None:
-        """Rewrite ``config.toml`` (atomically), e.g. when ``selfstab track`` sets the tracking options."""
-        text = dumps_toml(to_dict(config), header="selfstab run config, resolved: every field, defaults included.")
-        atomic_write_text(self.path / CONFIG, text)
+    def update_config(self, config: Any, *, notes: list[str] = ()) -> None:
+        """Rewrite ``config.toml`` (atomically), e.g. when ``selfstab track`` sets the tracking options;
+        ``notes`` are comment lines under the header (e.g. the history of extensions)."""
+        header = "\n".join(["selfstab run config, resolved: every field, defaults included.", *notes])
+        text = dumps_toml(to_dict(config), header=header)
+        with self._writing(self.path / CONFIG):
+            atomic_write_text(self.path / CONFIG, text)
         self.config = _read_config(self.path)
 
     # ------------------------------------------------------------------ records
@@ -169,8 +270,44 @@ class RunDir:
         if versions == self._flushed and (self.path / RECORDS).exists():
             return
         tables = {name: (*rec.table(), rec.first_rows()) for name, rec in self._recorders.items() if len(rec)}
-        write_records(self.path / RECORDS, tables)
+        with self._writing(self.path / RECORDS):
+            write_records(self.path / RECORDS, tables)
         self._flushed = versions
+        self._last_flush = time.monotonic()
+
+    def tick(self) -> bool:
+        """Flush the records (and beat the heartbeat) when ``flush_seconds`` have passed since the last
+        flush; call it once per step.  Returns whether it flushed."""
+        if self.flush_seconds is None or time.monotonic() - self._last_flush < self.flush_seconds:
+            return False
+        self.flush()
+        self._last_flush = time.monotonic()
+        if self._summary.get("status") == "running":
+            self.write_summary({"heartbeat": _now()})
+        return True
+
+    # ------------------------------------------------------------------ status
+
+    def set_status(self, status: str) -> None:
+        """``"running"`` (with this process's pid, host and a heartbeat), ``"finished"``, ``"stopped: …"``
+        or ``"failed: …"``, in ``summary.json``."""
+        values: dict[str, Any] = {"status": status, "heartbeat": _now()}
+        if status == "running":
+            values.update(pid=os.getpid(), host=socket.gethostname())
+        self.write_summary(values)
+
+    def copy_records(self, source: str | os.PathLike, rows: Mapping[str, int]) -> None:
+        """Take the first ``rows[name]`` rows of process ``name`` from the run in ``source`` (e.g. its
+        training, up to the edge checkpoint), with the fields they had; ``source`` is only read."""
+        tables = _read_tables(Path(source))
+        for name, n in rows.items():
+            if name not in tables:
+                continue
+            steps, cols, first = tables[name]
+            n = min(int(n), len(steps))
+            kept = [k for k in cols if first.get(k, 0) < n]
+            self._recorders[check_name(name, "process")] = Recorder(
+                name, steps[:n], {k: cols[k][:n] for k in kept}, {k: first.get(k, 0) for k in kept})
 
     def rewind_to(self, step: int, processes: list[str] | None = None) -> None:
         """Drop the rows with step > ``step`` (of ``processes``, default all), in memory and on disk."""
@@ -187,14 +324,17 @@ class RunDir:
         """Flush the records, then atomically write a checkpoint of ``state``; keep the newest ``keep``."""
         self.flush()
         folder = self.path / CHECKPOINTS
-        folder.mkdir(exist_ok=True)
-        existing = ckpt.list_checkpoints(folder)
-        seq = existing[-1][0] + 1 if existing else 0
-        target = folder / ckpt.checkpoint_name(seq, int(step))
-        rows = {name: len(rec) for name, rec in self._recorders.items()}
-        ckpt.save_checkpoint_file(target, seq, int(step), state, rows)
-        for _, _, old in ckpt.list_checkpoints(folder)[: -max(1, keep)]:
-            old.unlink(missing_ok=True)
+        with self._writing(folder):
+            folder.mkdir(exist_ok=True)
+            existing = ckpt.list_checkpoints(folder)
+            seq = existing[-1][0] + 1 if existing else 0
+            target = folder / ckpt.checkpoint_name(seq, int(step))
+            rows = {name: len(rec) for name, rec in self._recorders.items()}
+            ckpt.save_checkpoint_file(target, seq, int(step), state, rows)
+            for _, _, old in ckpt.list_checkpoints(folder)[: -max(1, keep)]:
+                old.unlink(missing_ok=True)
+        if self._summary.get("status") == "running":
+            self.write_summary({"heartbeat": _now()})
         return target
 
     def _latest(self, map_location: Any = "cpu") -> dict | None:
@@ -230,12 +370,24 @@ class RunDir:
         """Merge ``values`` into ``summary.json`` (or replace it) atomically."""
         new = _jsonable(dict(values), "summary")
         summary = new if replace else {**self._summary, **new}
-        atomic_write_text(self.path / SUMMARY, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        with self._writing(self.path / SUMMARY):
+            atomic_write_text(self.path / SUMMARY, json.dumps(summary, indent=2, allow_nan=False) + "\n")
         self._summary = summary
 
     @property
     def summary(self) -> dict:
         return dict(self._summary)
+
+
+def read_latest_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict | None:
+    """The newest readable checkpoint of the run in ``path`` (``step``, ``records`` rows, ``state``), read
+    without changing anything there; None when it has none."""
+    for _, _, file in reversed(ckpt.list_checkpoints(Path(path) / CHECKPOINTS)):
+        try:
+            return ckpt.load_checkpoint_file(file, map_location)
+        except Exception as exc:  # a torn or foreign file: fall back to the previous one
+            warnings.warn(f"run: skipping unreadable checkpoint {file} ({type(exc).__name__}: {exc})", stacklevel=2)
+    return None
 
 
 @dataclass
@@ -249,6 +401,29 @@ class Run:
 
     def __getitem__(self, process: str) -> pd.DataFrame:
         return self.records[process]
+
+    @property
+    def status(self) -> str | None:
+        """``"running"``, ``"finished"``, ``"stopped: …"``, ``"failed: …"`` as the run last wrote it (None: a run
+        written before runs had a status).  A killed run still says "running": see :attr:`running`."""
+        return self.summary.get("status")
+
+    @property
+    def running(self) -> bool:
+        """Whether the run is being written now: its status is "running" and its writer is alive (its pid
+        on this host, or a heartbeat from another host within the last ``stale`` seconds)."""
+        if self.status != "running":
+            return False
+        pid, host = self.summary.get("pid"), self.summary.get("host")
+        if host == socket.gethostname() and isinstance(pid, int):
+            return _pid_alive(pid)
+        try:
+            beat = datetime.fromisoformat(self.summary["heartbeat"])
+        except (KeyError, TypeError, ValueError):
+            return False
+        flush = (self.config.get("flush_seconds") or 15.0)
+        return (datetime.now(timezone.utc) - beat).total_seconds() < max(120.0, 4 * flush)
+
 
 
 def load_run(path: str | os.PathLike) -> Run:

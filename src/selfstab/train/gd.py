@@ -15,6 +15,14 @@ costs a few HVPs.  Records stream to ``on_record`` in step order (a check's
 sharpness is attached to its step); when the run diverges they are all
 emitted before the :class:`~selfstab.errors.DivergenceError`, so what was
 written is kept.
+
+Checkpoints: with ``on_checkpoint``, after a sharpness check below the edge
+at least ``checkpoint_every`` steps after the previous checkpoint (every
+record so far emitted, none pending), ``on_checkpoint(t, state)`` receives
+the whole search state — ``θ_{t+1}``, the tracker, the last check, the next
+check, the divergence guard, the cost counters.  ``gd_to_edge(..., state=state)``
+continues from it and emits exactly the records an uninterrupted call emits
+after step ``t``, and returns the same result.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DivergenceError
@@ -42,8 +51,11 @@ class EdgeResult:
     ``theta0``: the first iterate whose midpoint sharpness is ``≥ 2/η`` (or the
     last iterate when ``reached`` is False); ``step``: its index; ``sharpness``:
     that midpoint sharpness; ``eig``: the eigenpairs there (their vectors warm
-    the tracking); ``history``: one record per step (``step, loss, grad_norm``
-    and, where measured, ``sharpness``, ``eig_residual``, ``eig_hvps``).
+    the tracking); ``records``: one dict per step (``step, loss, grad_norm``
+    and, where measured, ``sharpness``, ``eig_residual``, ``eig_hvps``) —
+    from the start, or, for a call resumed from a checkpoint, from the step
+    after it; :attr:`history`: the same as a DataFrame indexed by ``step``
+    (like :meth:`TrackResult.frames() <selfstab.processes.TrackResult.frames>`).
     """
 
     theta0: Tensor
@@ -52,8 +64,23 @@ class EdgeResult:
     reached: bool
     lr: float
     eig: Eigenpairs | None
-    history: list[Record] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
     counts: dict = field(default_factory=dict)
+
+    @property
+    def history(self):
+        """The records as a pandas DataFrame indexed by ``step`` (NaN where a field was not measured)."""
+        import pandas as pd
+        frame = pd.DataFrame(self.records, columns=None if self.records else ["step", "loss", "grad_norm"])
+        return frame.set_index("step")
+
+    def save(self, path, *, config=None, overwrite: bool = False):
+        """Write a run directory at ``path`` (its ``train`` table, summary and ``config.toml``) that
+        ``load_run``, ``selfstab plot`` and ``report`` read like any other; returns its
+        :class:`~selfstab.records.RunDir`.  ``config``: the run's config (a ``RunConfig`` or dict), if known;
+        otherwise ``config.toml`` holds what is known (``lr``)."""
+        from ..records.results import save_results
+        return save_results(path, edge=self, config=config, overwrite=overwrite)
 
 
 class DivergenceGuard:
@@ -107,19 +134,25 @@ def gd_to_edge(objective: Objective, lr: float, *, theta: Tensor | None = None, 
                every: Sequence[int] = (50, 25, 10), tracker: EigenTracker | None = None,
                on_record: OnRecord | None = None, divergence_factor: float = 1e4,
                progress: Callable[[int, Record], None] | None = None,
-               evaluate: Callable[[Tensor], dict] | None = None) -> EdgeResult:
+               evaluate: Callable[[Tensor], dict] | None = None,
+               on_checkpoint: Callable[[int, dict], None] | None = None, checkpoint_every: int = 100,
+               state: dict | None = None) -> EdgeResult:
     """GD from ``theta`` (default ``objective.theta0``) until the midpoint sharpness first reaches ``2/η``.
 
     Returns an :class:`EdgeResult`; ``reached`` is False when ``max_steps``
     passed first.  Raises :class:`DivergenceError` (with every record already
     emitted) if the loss becomes NaN/inf or exceeds ``divergence_factor`` ×
     the initial loss.  ``evaluate(θ)`` (e.g. test accuracy) is recorded at every sharpness check.
+    ``on_checkpoint(t, state)`` and ``state``: checkpoints and resuming (module docstring); a resumed
+    call takes the same ``objective``, ``lr``, ``every``, ``max_steps`` and tracker settings.
     """
     lr = check_lr(lr)
     if len(every) != 3 or min(every) < 1:
         raise ConfigError(f"every: expected 3 positive step counts, got {list(every)!r}")
     if max_steps < 0:
         raise ConfigError(f"max_steps: must be ≥ 0, got {max_steps}")
+    if checkpoint_every < 1:
+        raise ConfigError(f"checkpoint_every: must be ≥ 1, got {checkpoint_every}")
     tracker = tracker or EigenTracker(1, on_fail="warn")
     edge = 2.0 / lr
     diverge = DivergenceGuard(lr, divergence_factor)
@@ -178,6 +211,18 @@ def gd_to_edge(objective: Objective, lr: float, *, theta: Tensor | None = None, 
     theta_t = objective.vector(theta).clone()
     t, next_check = 0, 0
     last_check: tuple | None = None   # step, θ there, tracker history, sharpness
+    saved = 0   # step of the last checkpoint
+    if state is not None:
+        t, next_check, saved = int(state["t"]), int(state["next_check"]), int(state["t"]) - 1
+        theta_t = state["theta"].to(theta_t).clone()
+        lc = state["last_check"]
+        last_check = None if lc is None else (int(lc["step"]), lc["theta"].to(theta_t),
+                                              tuple(h.to(theta_t) for h in lc["tracker"]), float(lc["sharpness"]))
+        tracker.load_state_dict(state["tracker"], device=theta_t.device)
+        diverge.first = state["first_loss"]
+        objective.counts.clear()
+        objective.counts.update(state["counts"])
+        torch.set_rng_state(state["rng"])
     while True:
         measure = t == next_check or t == max_steps
         theta_next, rec, eig = step_from(theta_t, t, measure)
@@ -200,6 +245,13 @@ def gd_to_edge(objective: Objective, lr: float, *, theta: Tensor | None = None, 
             rate = None if last_check is None else (eig.sharpness - last_check[3]) / (t - last_check[0])
             last_check = (t, theta_t.clone(), tracker.snapshot(), eig.sharpness)
             next_check = t + _interval(eig.sharpness, lr, every, rate)
+            if on_checkpoint is not None and t < max_steps and t - saved >= checkpoint_every:
+                saved = t
+                on_checkpoint(t, {"t": t + 1, "theta": theta_next, "next_check": next_check,
+                                  "last_check": {"step": last_check[0], "theta": last_check[1],
+                                                 "tracker": list(last_check[2]), "sharpness": last_check[3]},
+                                  "tracker": tracker.state_dict(), "first_loss": diverge.first,
+                                  "counts": dict(objective.counts), "rng": torch.get_rng_state()})
         if t >= max_steps:
             break
         theta_t = theta_next
