@@ -226,7 +226,7 @@ def markdown(t4: dict, info: dict | None = None, command: str | None = None) -> 
     for op in OPS:
         r = s[op]
         calls = f"{r['calls']}" + (" (per 4 HVPs)" if op == "4 hvps" else "")
-        rows.append([op, r["ms1"], r["ms2"], f"**{r['speedup']:.2f}×**", " / ".join(f"{x:.2f}×" for x in r["rounds"]),
+        rows.append([op, f"{r['ms1']:.0f}", f"{r['ms2']:.0f}", f"**{r['speedup']:.2f}×**", " / ".join(f"{x:.2f}×" for x in r["rounds"]),
                      f"{r['cpu1']:.2f} / {r['cpu2']:.2f}", f"{r['cpu_ms1']:.0f} / {r['cpu_ms2']:.0f}",
                      f"{r['cpu_speedup']:.2f}×", calls, f"{r['bytes'] / 2**20:.2f} MiB"])
     loss_gap = max(abs(b["check"]["loss"] - one[0]["check"]["loss"]) / abs(one[0]["check"]["loss"]) for b in two)
