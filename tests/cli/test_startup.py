@@ -47,6 +47,8 @@ def _probe(args, missing=()):
     (["track", "--help"], HEAVY),
     (["sweep", "--help"], HEAVY),
     (["plot", "--help"], HEAVY),
+    (["report", "--help"], HEAVY),
+    (["export", "--help"], HEAVY),
     (["theory", "--help"], HEAVY),
     (["models"], ("scipy", "matplotlib")),     # counting parameters needs torch, nothing more
 ])
@@ -131,7 +133,7 @@ def test_a_broken_selfstab_module_is_not_hidden(monkeypatch):
 
 def test_every_command_module_registers_exactly_its_commands(tmp_path):
     # minimal arguments of each command; build_parser raises if a module registers more or fewer commands
-    argv = {"track": ["x"], "resume": ["x"], "plot": ["x"], "report": ["x"]}
+    argv = {"track": ["x"], "resume": ["x"], "plot": ["x"], "report": ["x"], "export": ["x"]}
     for name in cli_main.COMMANDS:
         args, _ = cli_main.build_parser(name).parse_known_args([name, *argv.get(name, [])])
         assert args.command == name and callable(getattr(args, "func", None)), name
