@@ -108,7 +108,16 @@ def worker(n: int, reps: int, out: str) -> None:
             cpu[name] += c / (dt * reps)
             cpu_time[name].append(c / per_call.get(name, 1))
     check = {"loss": float(obj.loss(theta)), "grad_norm": float(obj.grad(theta).norm())}
-    mine = {"rank": rank, "wall": wall, "cpu": cpu, "cpu_time": cpu_time, "build_s": build_s}
+    reduce_s = []
+    if grouped:   # one all-reduce of a gradient's size alone: the communication part of every product
+        buf = torch.zeros(obj.dim + 1, dtype=torch.float64)
+        for _ in range(2 * reps + 1):
+            sync()
+            t = time.perf_counter()
+            distributed.all_reduce_sum(buf)
+            reduce_s.append(time.perf_counter() - t)
+        reduce_s = reduce_s[1:]
+    mine = {"rank": rank, "wall": wall, "cpu": cpu, "cpu_time": cpu_time, "build_s": build_s, "reduce_s": reduce_s}
     every = [None] * world
     if grouped:
         torch.distributed.all_gather_object(every, mine)
@@ -233,6 +242,7 @@ def markdown(t4: dict, info: dict | None = None, command: str | None = None) -> 
     g_gap = max(abs(b["check"]["grad_norm"] - one[0]["check"]["grad_norm"]) / one[0]["check"]["grad_norm"] for b in two)
     core = ["hvp", "gradient", "d3"]
     met = [op for op in core if s[op]["speedup"] >= GOAL]
+    red = statistics.median([max(ts) for r in two for ts in zip(*[rk["reduce_s"] for rk in r["ranks"]])])
     loads = ", ".join(f"{r['load'][0]:.2f}→{r['load'][1]:.2f} ({r['world']})" for r in t4["launches"])
     others = ", ".join(f"{r.get('others', float('nan')):.2f} ({r['world']})" for r in t4["launches"])
     lines = [SECTION, ""]
@@ -257,7 +267,8 @@ def markdown(t4: dict, info: dict | None = None, command: str | None = None) -> 
         "",
         f"- goal ≥ {GOAL}× on 2 cores for HVP, gradient and d3: "
         + ("met for all three" if len(met) == 3 else f"**met for {', '.join(met) or 'none'}** of hvp, gradient, d3")
-        + f"; same numbers: the 2-rank loss and ‖∇L‖ differ from the 1-process ones by {loss_gap:.0e} and "
+        + f"; one all-reduce of a gradient's {8 * (d + 1) / 2**20:.2f} MiB alone takes {1e3 * red:.1f} ms "
+        f"({100 * red / (s['hvp']['ms2'] / 1e3):.1f}% of a 2-rank HVP); same numbers: the 2-rank loss and ‖∇L‖ differ from the 1-process ones by {loss_gap:.0e} and "
         f"{g_gap:.0e} relative.",
         f"- load average (1 min) before→after each launch (world size): {loads}; "
         f"other jobs' CPU use during each launch (machine-wide busy CPU time minus the launch's own, in cores of "
