@@ -3,7 +3,10 @@
 :func:`key_numbers` condenses a run into a flat dict (onset, why tracking stopped, how well
 Theorem 1 predicts GD, distances, solver costs); :func:`write_report` writes it, with the
 figures, as a self-contained HTML page (PNG images embedded as base64) or as Markdown with
-the PNGs beside it.
+the PNGs beside it.  Several runs make one comparison page (:func:`write_report` with a list):
+the config keys that differ, the key numbers side by side (one column per run) and the figures
+that combine the runs (4 and 6).  A run still being written is reported as far as it is
+recorded, and says so (:func:`status_note`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import base64
 import html
 import math
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,7 +26,7 @@ from .errors import ConfigError
 from .figures.style import column, lr_of, onset, png_bytes, run_title, sharpness_two_step
 from .records import Run, load_run
 
-__all__ = ["KEY_LABELS", "key_numbers", "relative_error", "write_report"]
+__all__ = ["KEY_LABELS", "key_numbers", "relative_error", "status_note", "write_report"]
 
 
 def relative_error(pred: pd.Series | None, ref: pd.Series | None) -> pd.Series | None:
@@ -53,6 +57,40 @@ def _stat(s: pd.Series | None, how: str) -> float | None:
     if not len(v):
         return None
     return _num({"median": np.median, "max": np.max, "mean": np.mean, "last": lambda a: a[-1]}[how](v))
+
+
+def _last_step(run: Run) -> tuple[str, int | None]:
+    """``("tracking" | "training", last recorded step)`` of a run (None: nothing recorded yet)."""
+    for table, phase in (("gd", "tracking"), ("train", "training")):
+        frame = run.records.get(table)
+        if frame is not None and len(frame):
+            return phase, int(frame.index.max())
+    return "starting", None
+
+
+def _last_written(run: Run) -> str:
+    """Local time of the last write of the run's records (else of its summary), as HH:MM:SS."""
+    for name in ("records.h5", "summary.json", "config.toml"):
+        try:
+            return datetime.fromtimestamp((Path(run.path) / name).stat().st_mtime).strftime("%H:%M:%S")
+        except OSError:
+            continue
+    return "never"
+
+
+def status_note(run: Run) -> str | None:
+    """One sentence for a run that is not finished: still being written (``Run.running``), or left
+    "running" by a writer that is gone; None for any other run."""
+    if run.summary.get("status") != "running":
+        return None
+    running = getattr(run, "running", True)   # whether its writer is alive (True where a Run cannot tell)
+    phase, step = _last_step(run)
+    where = f"{phase} step {step}" if step is not None else "nothing recorded yet"
+    if running:
+        return (f"run is still running ({where}, last written {_last_written(run)}); "
+                f"figures show what is recorded so far")
+    return (f"run stopped without finishing ({where}, last written {_last_written(run)}; its process is gone); "
+            f"`selfstab resume {run.path}` continues it")
 
 
 def key_numbers(run: Run) -> dict[str, Any]:
@@ -188,6 +226,24 @@ def _config_text(run: Run) -> str:
         return dumps_toml(run.config)
 
 
+_CSS = """body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+table { border-collapse: collapse; } td, th { padding: 2px 12px; border-bottom: 1px solid #ddd; }
+td:not(:first-child) { font-family: monospace; text-align: right; }
+img { max-width: 100%; } figure { margin: 1.5em 0; } figcaption { color: #555; font-size: 90%; }
+pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
+p.status { background: #fff4d6; border-left: 4px solid #e0a800; padding: 0.5em 1em; }"""
+
+
+def _html_note(run: Run) -> str:
+    note = status_note(run)
+    return "" if note is None else f'<p class="status">{html.escape(note[0].upper() + note[1:])}.</p>\n'
+
+
+def _md_note(run: Run) -> list[str]:
+    note = status_note(run)
+    return [] if note is None else [f"> **{note[0].upper() + note[1:]}.**", ""]
+
+
 def _html(run: Run, numbers: dict, images: list[tuple[str, str, bytes]]) -> str:
     e = html.escape
     rows = "\n".join(f"<tr><td>{e(label)}</td><td>{e(_fmt(v))}</td></tr>" for label, v in _rows(numbers))
@@ -199,15 +255,11 @@ def _html(run: Run, numbers: dict, images: list[tuple[str, str, bytes]]) -> str:
 <html lang="en"><head><meta charset="utf-8">
 <title>selfstab run {e(Path(run.path).name)}</title>
 <style>
-body {{ font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
-table {{ border-collapse: collapse; }} td {{ padding: 2px 12px; border-bottom: 1px solid #ddd; }}
-td:last-child {{ font-family: monospace; text-align: right; }}
-img {{ max-width: 100%; }} figure {{ margin: 1.5em 0; }} figcaption {{ color: #555; font-size: 90%; }}
-pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; }}
+{_CSS}
 </style></head><body>
 <h1>selfstab run <code>{e(str(run.path))}</code></h1>
 <p>{e(run_title(run))}, η = {e(_fmt(numbers.get("lr")))}</p>
-<h2>Key numbers</h2>
+{_html_note(run)}<h2>Key numbers</h2>
 <p>Computed from the records; relative errors are |prediction − GD| / |GD| over the tracked steps where both
 were recorded; — : not known.  Numbers that were not recorded are left out.</p>
 <table>
@@ -223,7 +275,7 @@ were recorded; — : not known.  Numbers that were not recorded are left out.</p
 
 def _markdown(run: Run, numbers: dict, images: list[tuple[str, str, str]]) -> str:
     lines = [f"# selfstab run `{run.path}`", "", f"{run_title(run)}, η = {_fmt(numbers.get('lr'))}", "",
-             "## Key numbers", "",
+             *_md_note(run), "## Key numbers", "",
              "Computed from the records; relative errors are |prediction − GD| / |GD| over the tracked steps where "
              "both were recorded; — : not known.  Numbers that were not recorded are left out.", "",
              "| | |", "|---|---:|"]
@@ -234,18 +286,134 @@ def _markdown(run: Run, numbers: dict, images: list[tuple[str, str, str]]) -> st
     return "\n".join(lines)
 
 
-def write_report(run_dir: str | os.PathLike | Run, out: str | os.PathLike | None = None, fmt: str = "html") -> Path:
-    """Write the report of a run and return its path.
+_COMBINED_NOTE = ("Computed from each run's records, as in the report of one run; relative errors are "
+                  "|prediction − GD| / |GD| over the tracked steps where both were recorded; — : not known.")
+
+
+def _names(runs: list[Run]) -> list[str]:
+    """Column headers: the runs' folder names, or their paths where two names coincide."""
+    names = [Path(r.path).name for r in runs]
+    return names if len(set(names)) == len(names) else [str(r.path) for r in runs]
+
+
+def _config_differences(runs: list[Run]) -> list[tuple[str, list[Any]]]:
+    """``(key, [value per run])`` for each config key on which the runs differ (``out``, ``quiet`` aside)."""
+    from .tomlio import to_dict
+
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in (d or {}).items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    flats = [flat(to_dict(r.config)) for r in runs]
+    keys = list(dict.fromkeys(k for f in flats for k in f))
+    return [(k, [f.get(k) for f in flats]) for k in keys
+            if k not in ("out", "quiet") and any(f.get(k) != flats[0].get(k) for f in flats)]
+
+
+def _compare_rows(numbers: list[dict]) -> list[tuple[str, list[Any]]]:
+    return [(label, [n.get(key) for n in numbers]) for key, label in KEY_LABELS
+            if key in ALWAYS_SHOWN or any(n.get(key) is not None for n in numbers)]
+
+
+def _compare_figures(runs: list[Run], notes: list[str]) -> Iterator[tuple[str, str, Any]]:
+    """The figures that combine the runs (the registry's ``combined`` ones), those the records allow."""
+    from .figures.registry import FIGURES, render
+
+    names = [n for n, spec in FIGURES.items() if spec.combined]
+    for stem, caption, _, fig in render(runs, names, strict=False, on_note=notes.append):
+        yield stem, caption, fig
+
+
+def _compare_html(runs: list[Run], numbers: list[dict], diffs, images, notes: list[str]) -> str:
+    e = html.escape
+    names = _names(runs)
+    head = "<tr><th></th>" + "".join(f"<th>{e(n)}</th>" for n in names) + "</tr>"
+    rows = "\n".join(f"<tr><td>{e(label)}</td>" + "".join(f"<td>{e(_fmt(v))}</td>" for v in vals) + "</tr>"
+                     for label, vals in _compare_rows(numbers))
+    diff_rows = "\n".join(f"<tr><td>{e(k)}</td>" + "".join(f"<td>{e(_fmt(v))}</td>" for v in vals) + "</tr>"
+                          for k, vals in diffs)
+    status = "".join(f'<p class="status">{e(n)}: {e(note)}.</p>\n' for n, r in zip(names, runs)
+                     if (note := status_note(r)) is not None)
+    figs = "\n".join(
+        f'<figure id="{e(stem)}"><img alt="{e(caption)}" src="data:image/png;base64,'
+        f'{base64.b64encode(data).decode("ascii")}"><figcaption>{e(caption)}</figcaption></figure>'
+        for stem, caption, data in images) or "<p>None of the combined figures can be drawn from these records.</p>"
+    note_list = "".join(f"<li>{e(n)}</li>" for n in notes)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>selfstab: {e(", ".join(names))}</title>
+<style>
+{_CSS}
+</style></head><body>
+<h1>selfstab: {len(runs)} runs compared</h1>
+<ul>{"".join(f"<li><code>{e(str(r.path))}</code>: {e(run_title(r))}</li>" for r in runs)}</ul>
+{status}<h2>Config differences</h2>
+{f"<table>{head}{diff_rows}</table>" if diffs else "<p>The runs have the same config (apart from out).</p>"}
+<h2>Key numbers</h2>
+<p>{e(_COMBINED_NOTE)}</p>
+<table>
+{head}
+{rows}
+</table>
+<h2>Figures</h2>
+{f"<ul>{note_list}</ul>" if notes else ""}
+{figs}
+</body></html>
+"""
+
+
+def _compare_markdown(runs: list[Run], numbers: list[dict], diffs, images, notes: list[str]) -> str:
+    names = _names(runs)
+    head = ["| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    lines = [f"# selfstab: {len(runs)} runs compared", ""]
+    lines += [f"- `{r.path}`: {run_title(r)}" for r in runs] + [""]
+    for n, r in zip(names, runs):
+        note = status_note(r)
+        if note is not None:
+            lines += [f"> **{n}: {note}.**", ""]
+    lines += ["## Config differences", ""]
+    lines += ([*head, *(f"| {k} | " + " | ".join(_fmt(v) for v in vals) + " |" for k, vals in diffs), ""]
+              if diffs else ["The runs have the same config (apart from out).", ""])
+    lines += ["## Key numbers", "", _COMBINED_NOTE, "", *head]
+    lines += [f"| {label} | " + " | ".join(_fmt(v) for v in vals) + " |" for label, vals in _compare_rows(numbers)]
+    lines += ["", "## Figures", ""] + [f"- {n}" for n in notes] + ([""] if notes else [])
+    lines += [f"![{caption}]({name})\n\n*{caption}*\n" for _, caption, name in images] or \
+        ["None of the combined figures can be drawn from these records.", ""]
+    return "\n".join(lines)
+
+
+def _out_folder(out: Path) -> None:
+    from .records import writable_folder
+
+    writable_folder(out.parent, "use --out FILE to write the report somewhere else")
+
+
+def write_report(run_dir: str | os.PathLike | Run | list, out: str | os.PathLike | None = None,
+                 fmt: str = "html") -> Path:
+    """Write the report of a run, or the comparison of several, and return its path.
 
     ``fmt="html"``: one self-contained page (default ``RUN/report.html``); ``fmt="md"``:
     Markdown (default ``RUN/report.md``) with the figures as ``<stem>_<figure>.png`` beside it.
-    A path that is not a run directory raises :class:`~selfstab.errors.ConfigError`.
+    ``run_dir`` a list of several runs: one page comparing them (default ``compare.html`` or
+    ``compare.md`` beside the first run).  A path that is not a run directory raises
+    :class:`~selfstab.errors.ConfigError`, before anything is written.
     """
     if fmt not in ("html", "md"):
         raise ConfigError(f"report: format must be html or md, got {fmt!r}")
-    run = run_dir if isinstance(run_dir, Run) else load_run(run_dir)
+    many = list(run_dir) if isinstance(run_dir, (list, tuple)) else [run_dir]
+    if not many:
+        raise ConfigError("report: no run given")
+    runs = [r if isinstance(r, Run) else load_run(r) for r in many]
+    if len(runs) > 1:
+        return _write_comparison(runs, out, fmt)
+    run = runs[0]
     out = Path(out) if out is not None else Path(run.path) / f"report.{fmt}"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    _out_folder(out)
     numbers = key_numbers(run)
     if fmt == "html":
         images = [(stem, caption, png_bytes(fig)) for stem, caption, fig in _figures(run)]
@@ -257,5 +425,25 @@ def write_report(run_dir: str | os.PathLike | Run, out: str | os.PathLike | None
             (out.parent / name).write_bytes(png_bytes(fig, dpi=130))
             images.append((stem, caption, name))
         text = _markdown(run, numbers, images)
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
+def _write_comparison(runs: list[Run], out: str | os.PathLike | None, fmt: str) -> Path:
+    out = Path(out) if out is not None else Path(runs[0].path).parent / f"compare.{fmt}"
+    _out_folder(out)
+    numbers = [key_numbers(r) for r in runs]
+    diffs = _config_differences(runs)
+    notes: list[str] = []
+    if fmt == "html":
+        images = [(stem, caption, png_bytes(fig)) for stem, caption, fig in _compare_figures(runs, notes)]
+        text = _compare_html(runs, numbers, diffs, images, notes)
+    else:
+        images = []
+        for stem, caption, fig in _compare_figures(runs, notes):
+            name = f"{out.stem}_{stem}.png"
+            (out.parent / name).write_bytes(png_bytes(fig, dpi=130))
+            images.append((stem, caption, name))
+        text = _compare_markdown(runs, numbers, diffs, images, notes)
     out.write_text(text, encoding="utf-8")
     return out

@@ -1,0 +1,112 @@
+"""Several runs on one report page (key numbers side by side, the combined figures), and ``plot``/``report``
+on a run that is still being written (they draw what is recorded and say so)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+
+import selfstab.report as report_mod
+from selfstab.cli.main import main
+from selfstab.records import load_run
+from selfstab.report import key_numbers, status_note, write_report
+
+
+def _mark(path, status="running", pid=None, host=None):
+    """Give the run in ``path`` the status a writer leaves in its summary (pid: this process, alive)."""
+    summary = json.loads((path / "summary.json").read_text())
+    summary.update(status=status, pid=os.getpid() if pid is None else pid, host=host or socket.gethostname(),
+                   heartbeat="2026-01-01T00:00:00+00:00")
+    (path / "summary.json").write_text(json.dumps(summary))
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.fixture
+def two(make_run, tmp_path):
+    return [make_run(tmp_path / "lr0.02", lr=0.02, steps=120), make_run(tmp_path / "lr0.01", lr=0.01, steps=100)]
+
+
+def test_comparison_page_has_one_column_per_run_and_the_combined_figures(two, tmp_path, monkeypatch):
+    drawn = {}
+    real = report_mod.png_bytes
+
+    def spy(fig, **kw):   # the figures as drawn, before they become pixels
+        drawn[fig.axes[0].get_title(loc="left") if fig.axes else ""] = fig
+        titles = [ax.get_title(loc="left") for ax in fig.axes]
+        drawn.setdefault("titles", []).append(titles)
+        return real(fig, **kw)
+
+    monkeypatch.setattr(report_mod, "png_bytes", spy)
+    out = write_report([r.path for r in two])
+    assert out == tmp_path / "compare.html"
+    text = out.read_text(encoding="utf-8")
+    assert "<tr><th></th><th>lr0.02</th><th>lr0.01</th></tr>" in text
+    k = [key_numbers(r) for r in two]
+    row = re.search(r"<tr><td>tracked steps</td>(.*?)</tr>", text).group(1)
+    assert row == f"<td>{k[0]['tracked_steps']}</td><td>{k[1]['tracked_steps']}</td>" == "<td>120</td><td>100</td>"
+    row = re.search(r"<tr><td>learning rate η</td>(.*?)</tr>", text).group(1)
+    assert row == "<td>0.02</td><td>0.01</td>"
+    # the config keys that differ: η (train.lr in these runs) and track.steps, nothing else
+    diffs = re.search(r"<h2>Config differences</h2>\n<table>(.*?)</table>", text, re.S).group(1)
+    assert re.findall(r"<tr><td>([a-z_.]+)</td>", diffs) == ["train.lr", "track.steps"]
+    # the combined figures: 4 (and its zoom) and 6, each with one row per run (sorted by η)
+    assert re.findall(r'<figure id="([a-z0-9_]+)">', text) == ["figure4", "figure4_zoom", "figure6"]
+    fig4_rows = [t for t in drawn["titles"][0] if t]
+    assert len(fig4_rows) == 2 and "0.01" in fig4_rows[0] and "0.02" in fig4_rows[1]
+    assert text.count("data:image/png;base64,") == 3 and 'id="figure1"' not in text   # per-run figures: no
+
+
+def test_comparison_in_markdown_from_the_command_line(two, tmp_path, make_run, capsys):
+    untracked = make_run(tmp_path / "trained", lr=0.015, processes=("train",))
+    assert main(["report", str(two[0].path), str(two[1].path), str(untracked.path),
+                 "--out", str(tmp_path / "cmp" / "c.md")]) == 0
+    assert f"wrote {tmp_path / 'cmp' / 'c.md'}" in capsys.readouterr().out
+    text = (tmp_path / "cmp" / "c.md").read_text(encoding="utf-8")
+    assert "| | lr0.02 | lr0.01 | trained |" in text and "| learning rate η | 0.02 | 0.01 | 0.015 |" in text
+    assert re.search(r"\| tracked steps \| 120 \| 100 \| \S+ \|", text)
+    # the trained-only run has no tracked records: figure 4 leaves it out, with the reason; figure 6 has all three
+    assert "- left out of figure 4: figure 4 needs tracked records" in text
+    assert sorted(p.name for p in (tmp_path / "cmp").glob("*.png")) == ["c_figure4.png", "c_figure4_zoom.png",
+                                                                       "c_figure6.png"]
+
+
+def test_status_note_for_a_running_a_dead_and_a_finished_run(make_run, tmp_path):
+    run = make_run(tmp_path / "r", steps=60)
+    assert status_note(load_run(run.path)) is None              # no status, or "finished": nothing to say
+    _mark(run.path, "finished")
+    assert status_note(load_run(run.path)) is None
+    _mark(run.path)
+    os.utime(run.path / "records.h5", (1_700_000_000, 1_700_000_000))
+    from datetime import datetime
+    hhmmss = datetime.fromtimestamp(1_700_000_000).strftime("%H:%M:%S")
+    assert status_note(load_run(run.path)) == (f"run is still running (tracking step 60, last written {hhmmss}); "
+                                               f"figures show what is recorded so far")
+    _mark(run.path, pid=_dead_pid())
+    note = status_note(load_run(run.path))
+    assert note.startswith("run stopped without finishing (tracking step 60") and f"selfstab resume {run.path}" in note
+
+
+def test_plot_and_report_on_a_running_run_say_so(make_run, tmp_path, capsys):
+    run = make_run(tmp_path / "r", steps=60, processes=("train", "gd", "predicted"))
+    _mark(run.path)
+    assert main(["plot", str(run.path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("run is still running (tracking step 60, last written ")
+    assert "figures show what is recorded so far" in out and (run.path / "figures" / "figure4.png").is_file()
+    assert main(["report", str(run.path)]) == 0
+    assert capsys.readouterr().out.startswith("run is still running (tracking step 60")
+    text = (run.path / "report.html").read_text(encoding="utf-8")
+    assert '<p class="status">Run is still running (tracking step 60, last written ' in text
+    write_report(run.path, tmp_path / "r.md", fmt="md")
+    assert "> **Run is still running (tracking step 60" in (tmp_path / "r.md").read_text(encoding="utf-8")
