@@ -86,3 +86,69 @@ def test_learning_rate(lr):
         with pytest.raises(ConfigError) as info:
             call()
         assert _one_line(info).startswith("lr: ") and "--" not in str(info.value)
+
+
+# ----------------------------------------------------------------------------- the command line: sweep, report,
+# plot, export (exit code 2, one line, no traceback, the folders as they were)
+
+def _tree(folder):
+    return {p.relative_to(folder): (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else None)
+            for p in sorted(folder.rglob("*"))}
+
+
+def _cli(argv, capsys) -> str:
+    from selfstab.cli.main import main
+
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in captured.err + captured.out, captured.err
+    return err
+
+
+def _finished_run(path, **config):
+    from selfstab.records import RunDir
+
+    rd = RunDir.create(path, {"lr": 0.5, **config})
+    rd.recorder("train").append(0, loss=1.0, sharpness=3.0)
+    rd.flush()
+    rd.write_summary({"status": "finished", "stop_reason": "steps", "lr": 0.5})
+    return rd.path
+
+
+def test_cli_sweep_into_a_folder_of_another_config(tmp_path, capsys):
+    from selfstab.cli.sweep import sweep_configs
+    from selfstab.config import RunConfig, load_config
+    from selfstab.records import RunDir
+
+    base = load_config(RunConfig, None, ["--out", str(tmp_path / "s"), "--data.name", "synthetic", "--lr", "0.5"])
+    for cfg in sweep_configs(base, [0.5], [0], ["constant"]):
+        RunDir.create(cfg.out, cfg)
+    before = _tree(tmp_path)
+    err = _cli(["sweep", "--out", str(tmp_path / "s"), "--data.name", "digits", "--lr", "0.5", "--quiet"], capsys)
+    assert err.startswith("selfstab sweep: error: --out: ") and "(data.name is 'synthetic' there, 'digits' now)" in err
+    assert "--overwrite" in err and _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", [["export"], ["report"], ["plot"], ["export", "--format", "parquet"]])
+def test_cli_commands_on_a_folder_that_is_not_a_run(tmp_path, capsys, command):
+    (tmp_path / "notes.txt").write_text("not a run")
+    before = _tree(tmp_path)
+    err = _cli([command[0], str(tmp_path), *command[1:]], capsys)
+    assert err.startswith(f"selfstab {command[0]}: error: ") and f"{tmp_path} is not a selfstab run directory" in err
+    assert _tree(tmp_path) == before
+
+
+def test_cli_report_of_a_run_and_a_non_run_writes_nothing(tmp_path, capsys):
+    run = _finished_run(tmp_path / "r")
+    before = _tree(tmp_path)
+    err = _cli(["report", str(run), str(tmp_path / "missing")], capsys)
+    assert f"{tmp_path / 'missing'} is not a selfstab run directory" in err and _tree(tmp_path) == before
+
+
+def test_cli_export_unknown_format(tmp_path, capsys):
+    run = _finished_run(tmp_path / "r")
+    before = _tree(tmp_path)
+    err = _cli(["export", str(run), "--format", "xlsx"], capsys)
+    assert err == "selfstab export: error: export: --format must be csv or parquet, got 'xlsx'"
+    assert _tree(tmp_path) == before

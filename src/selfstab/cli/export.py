@@ -37,8 +37,8 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     fmt = str(fmt).lower()
     if fmt not in FORMATS:
         raise ConfigError(f"export: --format must be {' or '.join(FORMATS)}, got {fmt!r}")
-    engine = parquet_engine() if fmt == "parquet" else None
     run = load_run(run_dir)
+    engine = parquet_engine() if fmt == "parquet" else None
     if not run.records:
         raise ConfigError(f"export: {run.path} has no records yet; nothing to export")
     folder = writable_folder(Path(out) if out is not None else Path(run.path) / "export")
