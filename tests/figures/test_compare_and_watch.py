@@ -110,3 +110,47 @@ def test_plot_and_report_on_a_running_run_say_so(make_run, tmp_path, capsys):
     assert '<p class="status">Run is still running (tracking step 60, last written ' in text
     write_report(run.path, tmp_path / "r.md", fmt="md")
     assert "> **Run is still running (tracking step 60" in (tmp_path / "r.md").read_text(encoding="utf-8")
+
+
+def test_plot_while_a_real_run_is_being_written(tmp_path, capsys):
+    """A real `selfstab run` flushing every 0.2 s: plot it mid-way, then kill it (its status stays "running")."""
+    import signal
+    import time
+
+    out = tmp_path / "live"
+    env = dict(os.environ, OMP_NUM_THREADS="1", SELFSTAB_FSYNC="0")
+    proc = subprocess.Popen([sys.executable, "-m", "selfstab", "run", "--out", str(out), "--track.steps", "5000",
+                             "--data.name", "synthetic", "--data.n", "64", "--data.n_test", "32", "--model.width", "8",
+                             "--lr", "0.5", "--track.checkpoint_every", "1000", "--track.stop_lambda2", "50",
+                             "--flush_seconds", "0.2", "--quiet"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not ((out / "records.h5").exists() and "gd" in load_run(out).records):
+            time.sleep(0.2)
+        assert proc.poll() is None and load_run(out).running, "the run ended before it could be watched"
+        assert main(["plot", str(out), "--figures", "4"]) == 0
+        first = capsys.readouterr().out.splitlines()[0]
+        assert re.fullmatch(r"run is still running \(tracking step \d+, last written \d\d:\d\d:\d\d\); "
+                            r"figures show what is recorded so far", first), first
+        assert (out / "figures" / "figure4.png").is_file()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    run = load_run(out)
+    assert run.summary["status"] == "running" and not run.running
+    assert status_note(run).startswith("run stopped without finishing (tracking step ")
+
+
+def test_figure4_of_a_run_one_tracked_step_in(tmp_path):
+    """What plot sees right after tracking starts: one GD row, so no two-step average of the sharpness yet."""
+    from selfstab.figures.paper import make_figure4
+    from selfstab.records import RunDir
+
+    rd = RunDir.create(tmp_path / "r", {"lr": 0.5})
+    rd.recorder("gd").append(0, loss=0.3, sharpness=4.1, sharpness_avg2=None, dist_constrained=0.01)
+    rd.flush()
+    fig = make_figure4([load_run(rd.path)])
+    texts = [t.get_text() for t in fig.axes[1].texts]
+    assert any("nothing recorded yet: gd" in t for t in texts), texts
+    assert len(fig.axes[0].lines) >= 1   # the loss has its one point

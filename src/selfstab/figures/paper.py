@@ -176,8 +176,9 @@ def _figure4_row(axes, run, window, shade, legend: bool) -> None:
         if shade is not None and ax.lines:
             ax.axvspan(shade[0], shade[1], **SHADE)
         lines = [f"not recorded: {', '.join(absent[ax])}"] if absent[ax] else []
-        if empty[ax]:
-            lines.append(f"nothing recorded in steps {window[0]}–{window[1]}: {', '.join(empty[ax])}")
+        if empty[ax]:   # no window: a run just started (one step, no two-step average yet)
+            where = f"in steps {window[0]}–{window[1]}" if window is not None else "yet"
+            lines.append(f"nothing recorded {where}: {', '.join(empty[ax])}")
         note(ax, lines)
         finish_empty(ax)
 
