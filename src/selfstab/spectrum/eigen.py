@@ -23,6 +23,16 @@ spent, and whether it met the tolerance.  When it does not, the solver raises
 :class:`~selfstab.errors.ConvergenceError` (``on_fail="raise"``) or issues a
 warning and marks the result (``on_fail="warn"``) — never silence.
 
+Breakdowns take the same path.  An HVP that returns NaN/inf (a diverged θ)
+stops the solve before it reaches ``eigh``; the result keeps the last finite
+Ritz pairs, or is NaN when there were none.  A LOBPCG block that has lost
+orthonormality, or whose Rayleigh–Ritz step fails, is re-orthonormalized from
+its Gram matrix with the numerically dependent directions dropped (images
+follow as the same linear combinations: no HVP is repeated), and then, if the
+step still fails, restarted without ``P``.  These guards act only where the
+plain step would fail or is degenerate, so well-conditioned solves are
+unchanged bit for bit.
+
 Eigenvector signs: a new ``u`` is flipped so that ``u_t · u_{t−1} > 0``; the
 first ``u`` of a run has its largest-magnitude entry positive.
 """
@@ -116,9 +126,32 @@ def _align_signs(vectors: Tensor, images: Tensor, previous: Tensor | None) -> No
             images[i].neg_()
 
 
+_NONFINITE = ("the Hessian-vector product returned NaN/inf",
+              "θ or the loss is not finite (a diverged run?): lower the learning rate or start from finite parameters")
+_RAYLEIGH_RITZ = ("the Rayleigh–Ritz step (torch.linalg.eigh) failed even after re-orthonormalizing the block and "
+                  "dropping P", "the operator is too ill-conditioned at this point: loosen the tolerance, or use "
+                  "method='dense' on a small problem")
+
+
+def _finite(t: Tensor) -> bool:
+    return bool(torch.isfinite(t).all())
+
+
+def _failed(k: int, d: int, dtype, device, hvps: int, iterations: int, method: str, failure: tuple[str, str],
+            start_residual: float = float("nan")) -> Eigenpairs:
+    """A result with no usable eigenpair: NaN throughout, so nothing downstream mistakes it for one."""
+    nan = float("nan")
+    vectors = torch.full((k, d), nan, dtype=dtype, device=device)
+    return Eigenpairs(torch.full((k,), nan, dtype=torch.float64), vectors, vectors.clone(),
+                      torch.full((k,), nan, dtype=torch.float64), hvps, iterations, False, method,
+                      {"start_residual": start_residual, "guard": vectors[:0], "gap_ratio": nan, "failure": failure})
+
+
 def _dense(matvec: MatVec, d: int, k: int, dtype, device) -> Eigenpairs:
     eye = torch.eye(d, dtype=dtype, device=device)
     H = torch.cat([matvec(eye[i:i + 64]) for i in range(0, d, 64)]).double()
+    if not _finite(H):
+        return _failed(k, d, dtype, device, d, 1, "dense", _NONFINITE)
     H = 0.5 * (H + H.T)
     w, V = torch.linalg.eigh(H)
     idx = torch.argsort(w, descending=True)[:k]
@@ -129,16 +162,28 @@ def _dense(matvec: MatVec, d: int, k: int, dtype, device) -> Eigenpairs:
     return Eigenpairs(vals, X.to(dtype), AX.to(dtype), res, d, 1, True, "dense")
 
 
-def _eigsh(matvec: MatVec, d: int, k: int, dtype, device, tol: float, seed: int) -> tuple[Tensor, int]:
-    """Cold start with ARPACK (Lanczos); returns approximate top-``k`` vectors and the HVPs spent."""
-    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+class _NonFiniteImage(ArithmeticError):
+    """Raised from inside ARPACK's callback to stop it at the first NaN/inf image."""
+
+
+def _eigsh(matvec: MatVec, d: int, k: int, dtype, device, tol: float,
+           seed: int) -> tuple[Tensor | None, int, tuple[str, str] | None]:
+    """Cold start with ARPACK (Lanczos): approximate top-``k`` vectors, the HVPs spent, and why it failed (or None).
+
+    A run out of iterations keeps the vectors that converged (LOBPCG polishes them); an HVP that is not finite
+    or any other ARPACK error returns no vectors and the reason.
+    """
+    from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
 
     count = [0]
 
     def mv(x):
         count[0] += 1
         v = torch.as_tensor(np.asarray(x).reshape(-1), dtype=dtype, device=device)
-        return matvec(v[None])[0].double().cpu().numpy()
+        y = matvec(v[None])[0]
+        if not _finite(y):
+            raise _NonFiniteImage
+        return y.double().cpu().numpy()
 
     op = LinearOperator((d, d), matvec=mv, dtype=np.float64)
     v0 = np.random.default_rng(seed).standard_normal(d)
@@ -146,8 +191,104 @@ def _eigsh(matvec: MatVec, d: int, k: int, dtype, device, tol: float, seed: int)
         _, vecs = eigsh(op, k=k, which="LA", tol=tol, v0=v0, maxiter=max(300, 10 * k))
     except ArpackNoConvergence as exc:  # keep what converged; LOBPCG polishes it
         vecs = exc.eigenvectors if exc.eigenvectors is not None and exc.eigenvectors.shape[1] else v0[:, None]
+    except _NonFiniteImage:
+        return None, count[0], _NONFINITE
+    except (ArpackError, ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+        what = " ".join(str(exc).split()) or type(exc).__name__
+        return None, count[0], (f"ARPACK (scipy's eigsh) failed: {what}",
+                                "pass a warm start, or use method='lobpcg' or method='dense'")
+    if not np.isfinite(vecs).all():
+        return None, count[0], _NONFINITE
     X = torch.as_tensor(vecs.T.copy(), dtype=dtype, device=device)
-    return X, count[0]
+    return X, count[0], None
+
+
+def _drop_tol(dtype: torch.dtype) -> float:
+    """Smallest relative singular value of a block kept by :func:`_reorthonormalize`: ε^(1/3).
+
+    An image ``Av`` known to ``ε‖A‖`` becomes ``ε‖A‖/σ`` when ``v`` is rescaled by ``1/σ``; ε^(1/3)
+    keeps that far below :func:`default_tol` (about 4e-11 in float64, 2e-5 in float32).
+    """
+    return torch.finfo(dtype).eps ** (1 / 3)
+
+
+def _reorthonormalize(S: Tensor, AS: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows of ``S`` made orthonormal through the eigen-decomposition of their Gram matrix (SVQB, twice).
+
+    Directions whose singular value is below :func:`_drop_tol` of the largest are dropped (they are
+    numerically dependent).  ``AS`` undergoes the same change of basis, so it stays ``A`` of the new rows
+    without a single HVP.
+    """
+    dtype = S.dtype
+    Sd, ASd = S.double(), AS.double()
+    for _ in range(2):
+        G = Sd @ Sd.T
+        g, Q = torch.linalg.eigh(0.5 * (G + G.T))
+        keep = g > (_drop_tol(dtype) ** 2) * g.max().clamp_min(0)
+        M = Q[:, keep] / g[keep].sqrt()
+        Sd, ASd = M.T @ Sd, M.T @ ASd
+    return Sd.to(dtype), ASd.to(dtype)
+
+
+def _orthonormal_enough(Sd: Tensor, dtype: torch.dtype) -> bool:
+    """Is the (float64) block ``Sd`` orthonormal to within √ε of ``dtype``?  (The plain path keeps it to ~ε.)"""
+    G = Sd @ Sd.T
+    G.diagonal().sub_(1)
+    return bool(G.abs().max() <= torch.finfo(dtype).eps ** 0.5)
+
+
+def _eigh_scaled(S: Tensor, AS: Tensor) -> tuple[Tensor, Tensor] | None:
+    """Rayleigh–Ritz on an orthonormal block with ``AS`` scaled to unit size (no overflow); None if it fails."""
+    scale = AS.double().abs().max()
+    if not (torch.isfinite(scale) and scale > 0):
+        return None
+    T = S.double() @ (AS.double() / scale).T
+    T = 0.5 * (T + T.T)
+    if not _finite(T):
+        return None
+    try:
+        w, C = torch.linalg.eigh(T)
+    except torch.linalg.LinAlgError:
+        return None
+    w = w * scale
+    return (w, C) if _finite(w) and _finite(C) else None
+
+
+def _rayleigh_ritz(S: Tensor, AS: Tensor, k: int, n_p: int):
+    """The projected eigenproblem of the block ``S`` (rows ``X`` (k), ``P`` (n_p), ``W``).
+
+    Returns ``(S, AS, w, C, recovered)``, or None when every attempt fails.
+
+    The plain step when the block is orthonormal and ``eigh`` succeeds (unchanged arithmetic); otherwise the
+    block is re-orthonormalized (dependent directions dropped), and then restarted without ``P``;
+    ``recovered`` says that ``S`` was replaced.
+    """
+    Sd = S.double()
+    if _orthonormal_enough(Sd, S.dtype):
+        T = (Sd @ AS.double().T)
+        T = 0.5 * (T + T.T)
+        if _finite(T):
+            try:
+                w, C = torch.linalg.eigh(T)
+                if _finite(w):
+                    return S, AS, w, C, False
+            except torch.linalg.LinAlgError:
+                pass
+    blocks = [(S, AS)]
+    if n_p:   # restart: the block without P
+        keep = torch.cat([torch.arange(k), torch.arange(k + n_p, S.shape[0])]).to(S.device)
+        blocks.append((S[keep], AS[keep]))
+    for B, AB in blocks:
+        try:
+            B, AB = _reorthonormalize(B, AB)
+        except torch.linalg.LinAlgError:
+            continue
+        if B.shape[0] < k:
+            continue
+        out = _eigh_scaled(B, AB)
+        if out is not None:
+            return B, AB, *out, True
+    return None
 
 
 def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int = 200, guard: int = 0) -> Eigenpairs:
@@ -161,6 +302,9 @@ def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int =
     then depends on the gap to ``λ_{k+guard+1}``, which rescues near-degenerate
     top eigenvalues (e.g. the cluster of ~10 top eigenvalues of a 10-class ``mse`` problem).  The result holds the
     ``k`` wanted pairs; the guard vectors are in ``extra["guard"]``.
+
+    A breakdown (see the module docstring) ends the solve unconverged, with ``extra["failure"]`` = (what
+    failed, what to do) and the last finite Ritz pairs (NaN when there were none).
     """
     want, k = k, k + guard
     S = _orthonormalize(start)
@@ -170,18 +314,22 @@ def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int =
         S = torch.cat([S, _orthonormalize(extra, against=S)])
     AS = matvec(S)
     hvps = S.shape[0]
-    values = None
-    it = 0
+    if not _finite(AS):
+        return _failed(want, S.shape[1], S.dtype, S.device, hvps, 0, "lobpcg", _NONFINITE)
+    it, n_p, failure = 0, 0, None
     while True:
-        T = (S.double() @ AS.double().T)
-        T = 0.5 * (T + T.T)
-        w, C = torch.linalg.eigh(T)
+        rr = _rayleigh_ritz(S, AS, k, n_p)
+        if rr is None:
+            failure = _RAYLEIGH_RITZ
+            break
+        S, AS, w, C, recovered = rr
         order = torch.argsort(w, descending=True)
         ctop = C[:, order[:k]]                       # (m, k) orthonormal coefficients
         values = w[order[:k]].cpu()
         X = (ctop.T.to(S) @ S)
         AX = (ctop.T.to(S) @ AS)
         res = _residuals(values, X, AX)
+        last = values, X, AX, res, w[order]
         if it == 0:
             first_residual = float(res[:want].max())
         if bool((res[:want] <= tol).all()) or it >= max_iter:
@@ -190,9 +338,12 @@ def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int =
         # P: LOBPCG's implicit momentum.  After the warm start it is the rest of the warm
         # subspace (its other Ritz vectors: no history is thrown away); afterwards the part of
         # the new Ritz vectors outside the old X block, made orthonormal to the new X in
-        # coefficient space, so no A-image is amplified by a bad change of basis.
+        # coefficient space, so no A-image is amplified by a bad change of basis.  A block that
+        # had to be re-orthonormalized no longer starts with the old X: restart without P.
         if it == 1:
             cp = C[:, order[k:]]
+        elif recovered:
+            cp = C[:, :0]
         else:
             cp = ctop.clone()
             cp[:k] = 0
@@ -207,15 +358,23 @@ def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int =
             break
         AW = matvec(W)
         hvps += W.shape[0]
+        if not _finite(AW):   # never into eigh: stop with the last Ritz pairs
+            failure = _NONFINITE
+            break
         S = torch.cat([X, P, W])
         AS = torch.cat([AX, AP, AW])
-    converged = bool((res[:want] <= tol).all())
+        n_p = P.shape[0]
+    if failure is not None and it == 0:
+        return _failed(want, S.shape[1], S.dtype, S.device, hvps, 0, "lobpcg", failure)
+    values, X, AX, res, ritz = last
+    converged = failure is None and bool((res[:want] <= tol).all())
     # the next Ritz value below the wanted ones over the k-th: how well separated the wanted block is
     # (a lower bound on λ_{k+1}/λ_k from the last subspace; NaN when the subspace held no other direction)
-    ritz = w[order]
     gap_ratio = float(ritz[want] / ritz[want - 1]) if ritz.numel() > want and float(ritz[want - 1]) > 0 else float("nan")
-    return Eigenpairs(values[:want], X[:want], AX[:want], res[:want], hvps, it, converged, "lobpcg",
-                      {"start_residual": first_residual, "guard": X[want:], "gap_ratio": gap_ratio})
+    extra = {"start_residual": first_residual, "guard": X[want:], "gap_ratio": gap_ratio}
+    if failure is not None:
+        extra["failure"] = failure
+    return Eigenpairs(values[:want], X[:want], AX[:want], res[:want], hvps, it, converged, "lobpcg", extra)
 
 
 def top_eigenpairs(matvec: MatVec, d: int, k: int = 1, *, dtype: torch.dtype = torch.float64,
@@ -230,32 +389,57 @@ def top_eigenpairs(matvec: MatVec, d: int, k: int = 1, *, dtype: torch.dtype = t
     (k, d): the last eigenvectors, for the sign convention (defaults to the
     first ``k`` rows of ``warm``).  ``tol``: relative residual (default
     :func:`default_tol`).  ``guard``: extra LOBPCG vectors (see :func:`lobpcg`).
+
+    A solve that misses ``tol`` or breaks down (NaN/inf HVPs, a failed
+    Rayleigh–Ritz step, an ARPACK error) raises :class:`ConvergenceError`
+    with one line saying what failed and what to do (``on_fail="raise"``),
+    or warns and returns the result with ``converged=False`` (``"warn"``).
     """
     if k < 1 or k > d:
         raise ConfigError(f"k: number of eigenpairs must be in [1, {d}], got {k}")
     if method not in ("auto", "dense", "lobpcg", "eigsh"):
         raise ConfigError(f"method: unknown eigen-solver {method!r}; use auto, dense, lobpcg or eigsh")
     tol = default_tol(dtype) if tol is None else float(tol)
-    if method == "dense" or (method == "auto" and d <= DENSE_MAX):
-        result = _dense(matvec, d, k, dtype, device)
-    else:
-        hvps0 = 0
-        if warm is None or method == "eigsh":
-            start, hvps0 = _eigsh(matvec, d, min(k + guard, d - 1), dtype, device, tol, seed)
-            if start.shape[0] < k:
-                start = torch.cat([start, torch.randn(k - start.shape[0], d, dtype=dtype, device=device)])
+    spent = [0]
+
+    def counted(V: Tensor) -> Tensor:   # an exact HVP count even when a torch.linalg error escapes below
+        spent[0] += V.shape[0]
+        return matvec(V)
+
+    try:
+        if method == "dense" or (method == "auto" and d <= DENSE_MAX):
+            result = _dense(counted, d, k, dtype, device)
         else:
-            start = warm.to(dtype=dtype, device=device).reshape(-1, d)
-        result = lobpcg(matvec, start, k, tol=tol, max_iter=max_iter, guard=min(guard, d - k))
-        result.hvps += hvps0
-        if hvps0:
-            result.method = "eigsh+lobpcg"
+            hvps0, failure = 0, None
+            if warm is None or method == "eigsh":
+                start, hvps0, failure = _eigsh(counted, d, min(k + guard, d - 1), dtype, device, tol, seed)
+                if start is not None and start.shape[0] < k:
+                    start = torch.cat([start, torch.randn(k - start.shape[0], d, dtype=dtype, device=device)])
+            else:
+                start = warm.to(dtype=dtype, device=device).reshape(-1, d)
+            if failure is not None:
+                result = _failed(k, d, dtype, device, hvps0, 0, "eigsh", failure)
+            else:
+                result = lobpcg(counted, start, k, tol=tol, max_iter=max_iter, guard=min(guard, d - k))
+                result.hvps += hvps0
+                if hvps0:
+                    result.method = "eigsh+lobpcg"
+    except torch.linalg.LinAlgError as exc:
+        what = " ".join(str(exc).split())
+        result = _failed(k, d, dtype, device, spent[0], 0, method,
+                         (f"torch.linalg failed ({what})", "the operator may be too ill-conditioned or not finite "
+                          "here: loosen the tolerance, or use method='dense' on a small problem"))
     prev = previous if previous is not None else (warm[:k] if warm is not None else None)
     _align_signs(result.vectors, result.images, prev)
     if not result.converged:
-        msg = (f"eigen-solver: top-{k} eigenpairs did not converge: relative residual "
-               f"{float(result.residuals.max()):.2e} > tol {tol:.1e} after {result.iterations} iterations "
-               f"({result.hvps} HVPs); raise max_iter, loosen the tolerance, or use a larger block k")
+        if "failure" in result.extra:
+            what, todo = result.extra["failure"]
+            msg = (f"eigen-solver: top-{k} eigenpairs failed: {what} after {result.iterations} iterations "
+                   f"({result.hvps} HVPs); {todo}")
+        else:
+            msg = (f"eigen-solver: top-{k} eigenpairs did not converge: relative residual "
+                   f"{float(result.residuals.max()):.2e} > tol {tol:.1e} after {result.iterations} iterations "
+                   f"({result.hvps} HVPs); raise max_iter, loosen the tolerance, or use a larger block k")
         if on_fail == "raise":
             raise ConvergenceError(msg)
         warnings.warn(msg, EigenWarning, stacklevel=2)
