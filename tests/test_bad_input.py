@@ -152,3 +152,67 @@ def test_cli_export_unknown_format(tmp_path, capsys):
     err = _cli(["export", str(run), "--format", "xlsx"], capsys)
     assert err == "selfstab export: error: export: --format must be csv or parquet, got 'xlsx'"
     assert _tree(tmp_path) == before
+
+
+# -------------------------------------------------------------- nothing half-made (the command line)
+
+from selfstab.cli.main import main  # noqa: E402
+
+SMALL = ["--quiet", "--data.name", "synthetic", "--data.n", "64", "--data.n_test", "32", "--model.width", "8",
+         "--track.steps", "2", "--track.stop_lambda2", "50"]
+
+
+def _cli_error(capsys, argv) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.strip().splitlines() if ln]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("bad,expected", [
+    (["--model.name", "mlpp"], "model.name: unknown model 'mlpp'"),
+    (["--model.options.nonsense", "3"], "model.options.nonsense: not an option of 'mlp'"),
+    (["--data.name", "nosuch"], "nosuch"),
+    (["--data.name", "cifar10", "--data.data_root", "{tmp}/empty"], "cifar10: no cifar-10-python.tar.gz"),
+    (["--tensorboard"], "tensorboard: the tensorboard package is not installed"),
+    (["--device", "cuda"], "device: 'cuda' asked for but this torch has no CUDA device"),
+    (["--lr", "50"], "lr: GD starts past the edge of stability"),
+])
+def test_a_run_that_fails_its_checks_leaves_no_folder(tmp_path, capsys, monkeypatch, bad, expected):
+    if "--device" in bad and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    if "--tensorboard" in bad:
+        monkeypatch.setitem(__import__("sys").modules, "torch.utils.tensorboard", None)   # as if not installed
+    out = tmp_path / "run"
+    line = _cli_error(capsys, ["run", "--out", str(out), *SMALL, *[b.format(tmp=tmp_path) for b in bad]])
+    assert expected in line
+    assert not out.exists()
+
+
+def test_after_a_failed_start_the_corrected_command_uses_the_same_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    line = _cli_error(capsys, ["run", "--out", str(out), *SMALL, "--lr", "50"])   # past the edge at step 0
+    assert "2/S(θ_init)" in line and not out.exists()
+    (tmp_path / "empty").mkdir()   # a folder that existed before the start stays, empty
+    _cli_error(capsys, ["train", "--out", str(tmp_path / "empty"), *SMALL, "--lr", "50"])
+    assert (tmp_path / "empty").is_dir() and not list((tmp_path / "empty").iterdir())
+    assert main(["train", "--out", str(out), *SMALL, "--lr", "0.5"]) == 0
+    assert (out / "config.toml").is_file() and selfstab.load_run(out).summary["reached_edge"]
+
+
+def test_a_failed_overwrite_keeps_the_old_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *SMALL, "--lr", "0.5"]) == 0
+    before = (out / "records.h5").read_bytes()
+    _cli_error(capsys, ["train", "--out", str(out), *SMALL, "--overwrite", "--model.name", "mlpp"])
+    assert (out / "records.h5").read_bytes() == before
+
+
+def test_resume_refuses_fewer_steps_and_other_keys(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *SMALL, "--lr", "0.5"]) == 0
+    config = (out / "config.toml").read_text()
+    assert "track.steps can only grow" in _cli_error(capsys, ["resume", str(out), "--track.steps", "1"])
+    assert "the config changed (model.width)" in _cli_error(capsys, ["resume", str(out), "--model.width", "9"])
+    assert (out / "config.toml").read_text() == config

@@ -47,7 +47,7 @@ class NotWritableError(SelfstabError, PermissionError):
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C during a run, after its records were flushed: ``str()`` says where it stopped and how to go on.
 
-    ``step``: the step it was at; ``phase``: "train" or "track"; ``resume_step``: the step that
+    ``step``: the step it was at; ``phase``: "training" or "tracking"; ``resume_step``: the step that
     ``selfstab resume`` continues from (its last checkpoint; None: from the start).
     """
 

@@ -88,7 +88,7 @@ def train_phase(cfg: RunConfig, run: RunDir, problem: Problem | None = None, res
     steps instead (Figure 6), unchecked, and nothing is tracked.
     """
     where = {} if where is None else where
-    where.update(phase="training", step=0)
+    where.update(phase="training", step=0 if resume_state is None else int(resume_state["gd"]["t"]))
     problem = problem or build_problem(cfg)
     obj, lr = problem.objective, cfg.lr
     rec = run.recorder("train")
@@ -114,7 +114,7 @@ def train_phase(cfg: RunConfig, run: RunDir, problem: Problem | None = None, res
             show(int(resume_state["gd"]["t"]) - 1)
 
         def progress(t, r):
-            where["step"] = t
+            where["step"] = t + 1   # the step now being computed
             s = r.get("sharpness")
             show(t, loss=r["loss"], **({"S": s} if s is not None else {}), **{"2/η": cfg.edge})
 
@@ -276,13 +276,19 @@ def _resume_point(run: RunDir) -> tuple[str, int | None]:
     return f"from tracking step {step}", int(step)
 
 
-def execute(run: RunDir, *, train_only: bool = False, problem: Problem | None = None) -> RunDir:
+def execute(run: RunDir, *, train_only: bool | None = None, problem: Problem | None = None) -> RunDir:
     """Run (or resume) whatever ``run`` still needs: training to the edge, then tracking.
 
+    ``train_only``: stop at the edge (``selfstab train``); None: as the run was started (the summary's
+    ``train_only``), so that resuming a ``selfstab train`` run does not track it.
     ``problem``: the training problem :func:`prepare` built (a fresh run); else it is built here.
     The summary's ``status`` says "running" meanwhile, then "finished", "stopped: …" or "failed: …".
     """
     cfg = as_config(run.config)
+    if train_only is None:
+        train_only = bool(run.summary.get("train_only"))
+    elif train_only != bool(run.summary.get("train_only")):
+        run.write_summary({"train_only": train_only})
     if problem is None:
         torch.manual_seed(cfg.seed)
     run.flush_seconds = cfg.flush_seconds
@@ -354,7 +360,7 @@ def track_into(source: str | os.PathLike, cfg: RunConfig, *, overwrite: bool = F
     rundir.write_summary({**{k: summary[k] for k in TRAINING_SUMMARY if k in summary},
                           "tracked_from": os.fspath(source)})
     rundir.save_checkpoint(int(edge["onset_step"]), {**edge, "phase": "edge"})
-    return execute(rundir)
+    return execute(rundir, train_only=False)
 
 
 def run(config: RunConfig | dict | str | os.PathLike | None = None, *, overwrite: bool = False,

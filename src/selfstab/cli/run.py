@@ -43,11 +43,12 @@ def _report(run) -> None:
     s = run.summary
     out = sys.stdout
     if s.get("reached_edge"):
+        seconds = f", {s['seconds_train']:.1f} s" if s.get("seconds_train") is not None else ""
         print(f"edge of stability reached at step {s['onset_step']}: midpoint sharpness {s['onset_sharpness']:.6g} "
-              f"≥ 2/η = {2 / s['lr']:.6g} (loss {s['onset_loss']:.4g}, {s['seconds_train']:.1f} s)", file=out)
+              f"≥ 2/η = {2 / s['lr']:.6g} (loss {s['onset_loss']:.4g}{seconds})", file=out)
     if "tracked_steps" in s:
-        print(f"tracked {s['tracked_steps']} steps from the edge ({s['seconds_track']:.1f} s); stopped: "
-              f"{s['stop_reason']}", file=out)
+        seconds = f" ({s['seconds_track']:.1f} s)" if s.get("seconds_track") is not None else ""
+        print(f"tracked {s['tracked_steps']} steps from the edge{seconds}; stopped: {s['stop_reason']}", file=out)
     elif s.get("stop_reason"):
         print(f"stopped: {s['stop_reason']}", file=out)
     print(f"run directory: {run.path}  (selfstab.load_run('{run.path}'))", file=out)
@@ -106,7 +107,7 @@ def _track(args) -> int:
     if "onset_step" not in run.summary:
         raise ConfigError(f"track: {run.path} has not reached the edge yet; run selfstab resume {run.path} first")
     run.update_config(cfg)
-    execute(run)
+    execute(run, train_only=False)
     _report(run)
     _figures(run)
     return 0
