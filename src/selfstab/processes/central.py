@@ -257,9 +257,9 @@ def central_flow_step(objective: Objective, theta: Tensor, lr: float, tracker: E
     vectors every this many substeps and reuse (rotated) ones in between
     while the critical subspace is unchanged (``‖RRᵀ − I‖ ≤ rotation_tol``).
     ``from_last``: each eigen-solve warm-starts from the previous substep's
-    block alone (see :func:`refresh_block`; measured on the digits MLP at
-    η = 0.4 it cost 2.7× the HVPs of the tracker's history, so it is off).  ``point``: the objective at
-    ``theta`` if already built.
+    block alone (see :func:`refresh_block`; on the digits MLP at η = 0.4 it
+    cost more HVPs than the tracker's history, so it is off by default).
+    ``point``: the objective at ``theta`` if already built.
     """
     if threshold <= 0 or track_threshold <= 0 or track_threshold > threshold:
         raise ConfigError(f"threshold: need 0 < track_threshold ≤ threshold, got {track_threshold} and {threshold}")
@@ -268,8 +268,7 @@ def central_flow_step(objective: Objective, theta: Tensor, lr: float, tracker: E
     if substeps is not None and substeps < 1:
         raise ConfigError(f"substeps: must be ≥ 1 (or None for adaptive), got {substeps}")
     theta = objective.vector(theta)
-    here = point if point is not None else objective.at(theta)
-    p = here
+    p = point if point is not None else objective.at(theta)
     n = substeps
     out: CentralStep | None = None
     pairs, pairs_U, pairs_age = None, None, 0
