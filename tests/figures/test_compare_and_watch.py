@@ -154,3 +154,23 @@ def test_figure4_of_a_run_one_tracked_step_in(tmp_path):
     texts = [t.get_text() for t in fig.axes[1].texts]
     assert any("nothing recorded yet: gd" in t for t in texts), texts
     assert len(fig.axes[0].lines) >= 1   # the loss has its one point
+
+
+@pytest.mark.parametrize("command, fix", [(["plot"], "use --out DIR to write the figures somewhere else"),
+                                          (["report"], "use --out FILE to write the report somewhere else")])
+def test_plot_and_report_into_a_read_only_run_name_the_path_and_offer_out(make_run, tmp_path, capsys, monkeypatch,
+                                                                         command, fix):
+    import errno
+    from pathlib import Path
+
+    run = make_run(tmp_path / "r", steps=60, processes=("train",))
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    assert main([*command, str(run.path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    where = run.path / "figures" if command == ["plot"] else run.path
+    assert err == f"selfstab {command[0]}: error: cannot write {where} (read-only file system); {fix}"
