@@ -360,7 +360,12 @@ def track_into(source: str | os.PathLike, cfg: RunConfig, *, overwrite: bool = F
     rundir.write_summary({**{k: summary[k] for k in TRAINING_SUMMARY if k in summary},
                           "tracked_from": os.fspath(source)})
     rundir.save_checkpoint(int(edge["onset_step"]), {**edge, "phase": "edge"})
-    return execute(rundir, train_only=False)
+    try:
+        return execute(rundir, train_only=False)
+    except (ConfigError, DataError):
+        if rundir.latest_checkpoint()[1]["phase"] == "edge":   # failed before its first tracking checkpoint
+            rundir.discard()
+        raise
 
 
 def run(config: RunConfig | dict | str | os.PathLike | None = None, *, overwrite: bool = False,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from selfstab.cli.main import main
-from selfstab.errors import NotWritableError
+from selfstab.errors import ConfigError, NotWritableError
 from selfstab.records import RunDir, load_run, writable_folder
 from selfstab.records import io as records_io
 
@@ -174,3 +174,20 @@ def test_tick_flushes_on_the_time_budget(tmp_path, monkeypatch):
     run.flush_seconds = None
     clock[0] += 1e6
     assert not run.tick()
+
+
+def test_a_run_being_written_by_a_live_process_is_not_reopened(tmp_path):
+    run = RunDir.create(tmp_path / "r", {"lr": 0.1})
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run.write_summary({"status": "running", "pid": other.pid, "host": __import__("socket").gethostname()})
+        assert load_run(run.path).running
+        with pytest.raises(ConfigError) as info:
+            RunDir.open(run.path)
+        assert str(info.value) == (f"run: {run.path} is being written by another process (pid {other.pid} on "
+                                   f"{__import__('socket').gethostname()}); wait for it to finish, or stop it first")
+    finally:
+        other.kill()
+        other.wait()
+    assert not load_run(run.path).running     # killed: its "running" is stale, and the run can be resumed
+    RunDir.open(run.path)

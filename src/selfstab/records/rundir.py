@@ -233,7 +233,11 @@ class RunDir:
         """Reopen a run to continue it; stale temporary files of dead writers are removed."""
         path = Path(path)
         config = _read_config(path)
-        self = cls(path, config, _read_tables(path), _read_summary(path))
+        summary = _read_summary(path)
+        if summary.get("status") == "running" and summary.get("pid") != os.getpid() and writer_alive(summary, config):
+            raise ConfigError(f"run: {path} is being written by another process (pid {summary.get('pid')} on "
+                              f"{summary.get('host')}); wait for it to finish, or stop it first")
+        self = cls(path, config, _read_tables(path), summary)
         check_writable(path, self.fix)   # now, not after minutes of work
         for folder in (path, path / CHECKPOINTS):
             clean_temp_files(folder)
@@ -412,17 +416,21 @@ class Run:
     def running(self) -> bool:
         """Whether the run is being written now: its status is "running" and its writer is alive (its pid
         on this host, or a heartbeat from another host within the last ``stale`` seconds)."""
-        if self.status != "running":
-            return False
-        pid, host = self.summary.get("pid"), self.summary.get("host")
-        if host == socket.gethostname() and isinstance(pid, int):
-            return _pid_alive(pid)
-        try:
-            beat = datetime.fromisoformat(self.summary["heartbeat"])
-        except (KeyError, TypeError, ValueError):
-            return False
-        flush = (self.config.get("flush_seconds") or 15.0)
-        return (datetime.now(timezone.utc) - beat).total_seconds() < max(120.0, 4 * flush)
+        return self.status == "running" and writer_alive(self.summary, self.config)
+
+
+def writer_alive(summary: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
+    """Whether the process that last wrote a run's summary still runs: its pid, when on this host; else
+    its heartbeat is recent (a few flush intervals, at least two minutes)."""
+    pid, host = summary.get("pid"), summary.get("host")
+    if host == socket.gethostname() and isinstance(pid, int):
+        return _pid_alive(pid)
+    try:
+        beat = datetime.fromisoformat(summary["heartbeat"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    flush = config.get("flush_seconds") or 15.0
+    return (datetime.now(timezone.utc) - beat).total_seconds() < max(120.0, 4 * flush)
 
 
 
