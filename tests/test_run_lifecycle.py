@@ -130,12 +130,13 @@ def test_a_running_run_says_so(tmp_path, monkeypatch):
     real = experiment.track_phase
 
     def peek(cfg, run, *args, **kwargs):
-        statuses.append((load_run(run.path).status, load_run(run.path).running))
+        seen = load_run(run.path)
+        statuses.append((seen.status, seen.running, seen.summary["progress"]["phase"]))
         return real(cfg, run, *args, **kwargs)
 
     monkeypatch.setattr(experiment, "track_phase", peek)
     experiment.start(_cfg({**TINY, "track": {**TINY["track"], "steps": 2}}, tmp_path / "r"))
-    assert statuses == [("running", True)]
+    assert statuses == [("running", True, "training")]   # the edge checkpoint's heartbeat, just before tracking
 
 
 # ------------------------------------------------------------------------------------- extending a run

@@ -295,6 +295,7 @@ def execute(run: RunDir, *, train_only: bool | None = None, problem: Problem | N
     latest = run.rewind_to_checkpoint()
     state = latest[1] if latest else None
     where: dict = {"phase": "training", "step": 0}
+    run.position = where   # the heartbeat in summary.json reports it
     run.set_status("running")
     try:
         _execute(cfg, run, state, train_only, problem, where)

@@ -165,12 +165,14 @@ def test_tick_flushes_on_the_time_budget(tmp_path, monkeypatch):
     run.set_status("running")
     beat = json.loads((run.path / "summary.json").read_text())["heartbeat"]
     for t in range(5):
+        run.position = {"phase": "tracking", "step": t}
         run.recorder("gd").append(t, loss=float(t))
         clock[0] += 3.0
         flushed = run.tick()
         assert flushed == (t == 3)          # 12 s after the start, not before
     assert list(load_run(run.path)["gd"].index) == [0, 1, 2, 3]
     assert "heartbeat" in load_run(run.path).summary and load_run(run.path).summary["heartbeat"] >= beat
+    assert load_run(run.path).summary["progress"] == {"phase": "tracking", "step": 3}   # where it was then
     run.flush_seconds = None
     clock[0] += 1e6
     assert not run.tick()

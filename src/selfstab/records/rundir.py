@@ -25,8 +25,9 @@ one would have.
 Watching: with ``flush_seconds`` set, :meth:`RunDir.tick` (called once per
 step) also flushes the records whenever that many seconds have passed since
 the last flush, and refreshes the run's status in ``summary.json``:
-``"status": "running"`` with the writer's ``pid``, ``host`` and a
-``heartbeat`` time, then ``"finished"``, ``"stopped: …"`` or ``"failed: …"``
+``"status": "running"`` with the writer's ``pid``, ``host``, a
+``heartbeat`` time (of the last write) and its ``progress``
+(``{"phase": "training"|"tracking", "step": …}``), then ``"finished"``, ``"stopped: …"`` or ``"failed: …"``
 (:meth:`RunDir.set_status`).  :attr:`Run.running` tells a reader whether the
 writer is still alive.
 
@@ -180,6 +181,8 @@ class RunDir:
         self.flush_seconds: float | None = None   # tick() flushes at least this often; None: only on flush()
         self._last_flush = time.monotonic()
         self.made: list[Path] | None = None       # what create() made, for discard(); None: an opened run
+        # {"phase": …, "step": …} kept current by the writer: the heartbeat reports it as "progress"
+        self.position: dict | None = None
 
     def _writing(self, path: Path | None = None):
         return writing(path or self.path, self.fix)
@@ -286,9 +289,13 @@ class RunDir:
             return False
         self.flush()
         self._last_flush = time.monotonic()
-        if self._summary.get("status") == "running":
-            self.write_summary({"heartbeat": _now()})
+        self._beat()
         return True
+
+    def _beat(self) -> None:
+        """While running: the heartbeat time (the records were just written) and where the writer is."""
+        if self._summary.get("status") == "running":
+            self.write_summary({"heartbeat": _now(), **({"progress": dict(self.position)} if self.position else {})})
 
     # ------------------------------------------------------------------ status
 
@@ -298,6 +305,8 @@ class RunDir:
         values: dict[str, Any] = {"status": status, "heartbeat": _now()}
         if status == "running":
             values.update(pid=os.getpid(), host=socket.gethostname())
+        if self.position:
+            values["progress"] = dict(self.position)
         self.write_summary(values)
 
     def copy_records(self, source: str | os.PathLike, rows: Mapping[str, int]) -> None:
@@ -337,8 +346,7 @@ class RunDir:
             ckpt.save_checkpoint_file(target, seq, int(step), state, rows)
             for _, _, old in ckpt.list_checkpoints(folder)[: -max(1, keep)]:
                 old.unlink(missing_ok=True)
-        if self._summary.get("status") == "running":
-            self.write_summary({"heartbeat": _now()})
+        self._beat()
         return target
 
     def _latest(self, map_location: Any = "cpu") -> dict | None:
