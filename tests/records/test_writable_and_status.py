@@ -193,3 +193,33 @@ def test_a_run_being_written_by_a_live_process_is_not_reopened(tmp_path):
         other.wait()
     assert not load_run(run.path).running     # killed: its "running" is stale, and the run can be resumed
     RunDir.open(run.path)
+
+
+def test_track_in_place_on_a_read_only_run_offers_out(tmp_path, monkeypatch, capsys):
+    RunDir.create(tmp_path / "r", {"lr": 0.1})
+    real_open = os.open
+
+    def read_only_open(path, flags, *args):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and str(path).startswith(str(tmp_path)):
+            raise OSError(errno.EROFS, "Read-only file system", path)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only_open)
+    assert main(["track", str(tmp_path / "r")]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line == (f"selfstab track: error: cannot write {tmp_path / 'r'} (read-only file system); track it into "
+                    f"a new folder with --out NEW")
+
+
+def test_overwrite_refuses_a_run_that_is_being_written(tmp_path):
+    run = RunDir.create(tmp_path / "r", {"lr": 0.1})
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run.write_summary({"status": "running", "pid": other.pid, "host": __import__("socket").gethostname()})
+        with pytest.raises(ConfigError, match="is being written by another process"):
+            RunDir.create(tmp_path / "r", {"lr": 0.2}, overwrite=True)
+        assert load_run(tmp_path / "r").config == {"lr": 0.1}
+    finally:
+        other.kill()
+        other.wait()
+    RunDir.create(tmp_path / "r", {"lr": 0.2}, overwrite=True)

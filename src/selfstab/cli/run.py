@@ -95,7 +95,7 @@ def _track(args) -> int:
 
     if args.out is not None:
         return _track_into(args)
-    run = RunDir.open(args.run)
+    run = RunDir.open(args.run, fix="track it into a new folder with --out NEW")
     old = from_dict(RunConfig, run.config)
     cfg = load_config(RunConfig, run.config, args.overrides)
     changed = [k for k in diff_configs(old, cfg) if not keys.accepts(k, TRACK_KEYS)]

@@ -204,6 +204,11 @@ class RunDir:
                 raise ConfigError(f"run: {path} exists and is not a selfstab run directory; refusing to write into it")
             if not overwrite:
                 raise ConfigError(f"run: {path} already holds a run; pass --overwrite or choose another --out")
+            summary = _read_summary(path)
+            if summary.get("status") == "running" and summary.get("pid") != os.getpid() and \
+                    writer_alive(summary, _read_config(path)):
+                raise ConfigError(f"run: {path} is being written by another process (pid {summary.get('pid')} on "
+                                  f"{summary.get('host')}); stop it before overwriting, or choose another --out")
             # config.toml goes last, so an interrupted erase still leaves something we may erase again.
             with writing(path, fix):
                 for entry in path.iterdir():
@@ -232,15 +237,18 @@ class RunDir:
         self.made = None
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> RunDir:
-        """Reopen a run to continue it; stale temporary files of dead writers are removed."""
+    def open(cls, path: str | os.PathLike, *, fix: str | None = None) -> RunDir:
+        """Reopen a run to continue it; stale temporary files of dead writers are removed.
+
+        A run another live process is writing is refused; so is one that cannot be written, with ``fix``
+        (default: copy it somewhere writable) in the message."""
         path = Path(path)
         config = _read_config(path)
         summary = _read_summary(path)
         if summary.get("status") == "running" and summary.get("pid") != os.getpid() and writer_alive(summary, config):
             raise ConfigError(f"run: {path} is being written by another process (pid {summary.get('pid')} on "
                               f"{summary.get('host')}); wait for it to finish, or stop it first")
-        self = cls(path, config, _read_tables(path), summary)
+        self = cls(path, config, _read_tables(path), summary, fix=fix)
         check_writable(path, self.fix)   # now, not after minutes of work
         for folder in (path, path / CHECKPOINTS):
             clean_temp_files(folder)
