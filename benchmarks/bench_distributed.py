@@ -245,6 +245,10 @@ def markdown(t4: dict, info: dict | None = None, command: str | None = None) -> 
     red = statistics.median([max(ts) for r in two for ts in zip(*[rk["reduce_s"] for rk in r["ranks"]])])
     loads = ", ".join(f"{r['load'][0]:.2f}→{r['load'][1]:.2f} ({r['world']})" for r in t4["launches"])
     others = ", ".join(f"{r.get('others', float('nan')):.2f} ({r['world']})" for r in t4["launches"])
+    cpu_ratios = [s[op]["cpu_speedup"] for op in OPS]
+    free = {op: s[op]["cpu_ms1"] / (s[op]["cpu_ms2"] + 1e3 * red) for op in OPS}   # 4 hvps: 4× the bytes for 4
+    pairs = "; ".join(f"{x:.2f}× ({a.get('others', float('nan')):.2f} / {b.get('others', float('nan')):.2f})"
+                      for x, a, b in zip(s["hvp"]["rounds"], one, two))
     lines = [SECTION, ""]
     if info is not None:
         lines += [*machine_lines(info, command or "python benchmarks/bench_distributed.py"), ""]
@@ -275,6 +279,12 @@ def markdown(t4: dict, info: dict | None = None, command: str | None = None) -> 
         f"{os.cpu_count()}): {others}.",
         f"- wall time of the launches (data generation, model, warm-up, timed calls): "
         + ", ".join(f"{r['seconds']:.0f} s ({r['world']})" for r in t4["launches"]) + ".",
+        f"- reading: the CPU time per call {'halves' if min(cpu_ratios) >= 1.8 else 'drops'} (ratio {min(cpu_ratios):.2f}–{max(cpu_ratios):.2f}× over the "
+        f"{len(OPS)} operations) and the all-reduce alone is {100 * red / (s['hvp']['ms2'] / 1e3):.1f}% of a 2-rank "
+        f"HVP{', so the work divides between the ranks as it should' if min(cpu_ratios) >= 1.8 else ''}; the wall-time speedup follows the share of the "
+        f"cores the processes got (HVP speedup per round, with the other jobs' cores during the 1-process / 2-rank "
+        f"launches: {pairs}). Estimate for two free cores, not a measurement — CPU time of 1 process ÷ (CPU time "
+        f"of the slowest rank + the all-reduce alone): " + ", ".join(f"{op} {free[op]:.2f}×" for op in core) + ".",
     ]
     return "\n".join(lines) + "\n"
 
@@ -303,16 +313,22 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, help="timed calls per operation and launch (default 5; 3 with --quick)")
     ap.add_argument("--rounds", type=int, help="alternating 1-process/2-rank launch rounds (default 2; 1 with --quick)")
     ap.add_argument("--write", action="store_true", help="put the section into benchmarks/RESULTS.md")
+    ap.add_argument("--render", metavar="JSON", help="only re-write the markdown from the raw results a previous "
+                                                      "run saved (benchmarks/.cache/last-distributed-*.json)")
     if WORKER_ENV in os.environ:
         worker(**json.loads(os.environ[WORKER_ENV]))
         return 0
     a = ap.parse_args(argv)
-    info = machine_info()
-    command = "python " + " ".join(["benchmarks/bench_distributed.py", *(sys.argv[1:] if argv is None else argv)])
-    t4 = run(a.quick, a.n, a.reps, a.rounds)
-    common.CACHE.mkdir(exist_ok=True)
-    with open(common.CACHE / f"last-distributed-{'quick' if a.quick else 'full'}.json", "w") as fh:
-        json.dump({"info": info, "command": command, "t4": t4}, fh)
+    if a.render:
+        raw = json.loads(Path(a.render).read_text())
+        info, command, t4 = raw["info"], raw["command"], raw["t4"]
+    else:
+        info = machine_info()
+        command = "python " + " ".join(["benchmarks/bench_distributed.py", *(sys.argv[1:] if argv is None else argv)])
+        t4 = run(a.quick, a.n, a.reps, a.rounds)
+        common.CACHE.mkdir(exist_ok=True)
+        with open(common.CACHE / f"last-distributed-{'quick' if a.quick else 'full'}.json", "w") as fh:
+            json.dump({"info": info, "command": command, "t4": t4}, fh)
     text = markdown(t4, info, command)
     print(text)
     if a.write:
