@@ -290,17 +290,22 @@ def markdown(t4: dict, info: dict | None = None, command: str | None = None) -> 
 
 
 def write_section(text: str, path: Path) -> None:
-    """Replace this section in ``path`` (or insert it before the hand-maintained section, or append it)."""
+    """Replace this section in ``path``, or insert it before the next numbered table (or the hand-maintained section).
+
+    Only this section's text changes; the rest of the file stays as it is.
+    """
+    import re
     old = path.read_text() if path.exists() else "# selfstab benchmarks\n"
     if SECTION in old:
         i = old.index(SECTION)
         j = old.find("\n## ", i + len(SECTION))
         new = old[:i] + text.rstrip("\n") + "\n" + (old[j:] if j >= 0 else "")
     else:
-        keep = "## Measurements behind the design choices"
-        if keep in old:
-            i = old.index(keep)
-            new = old[:i] + text.rstrip("\n") + "\n\n" + old[i:]
+        later = [m.start() + 1 for m in re.finditer(r"\n## (\d+)\.", old) if int(m.group(1)) > 4]
+        keep = old.find("\n## Measurements behind the design choices")
+        at = min(later + ([keep + 1] if keep >= 0 else []), default=-1)
+        if at >= 0:
+            new = old[:at] + text.rstrip("\n") + "\n\n" + old[at:]
         else:
             new = old.rstrip("\n") + "\n\n" + text
     path.write_text(new)
