@@ -422,7 +422,7 @@ class TrainConfig:
     # than half the extrapolated steps to 2/η); when S first reaches 2/η the run replays from the last
     # check one step at a time.
     every: list[int] = field(default_factory=lambda: [50, 25, 10])
-    checkpoint_every: int = 100  # steps between checkpoints before the edge, taken at the next sharpness check (records are flushed with each)
+    checkpoint_every: int = 100  # steps between training checkpoints (taken at the next sharpness check)
 
     def validate(self) -> Iterator[tuple[str, str]]:
         yield from _positive(self, "eig_tol")
@@ -478,7 +478,7 @@ class RunConfig:
     out: str = "runs/default"  # the run directory
     quiet: bool = False  # no progress bars
     tensorboard: bool = False  # also log every record to RUN/tensorboard (needs the tensorboard package)
-    flush_seconds: float = 15.0  # write records.h5 (and the status in summary.json) at least this often while running, in seconds
+    flush_seconds: float = 15.0  # seconds between writes of records.h5 and the status while running
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: Literal["mse", "half_mse", "ce", "logistic"] = "mse"  # docs/theory.md §1; mse has no ½
