@@ -135,11 +135,13 @@ class KProjection:
 
 
 def k_geometry(objective: Objective, theta: Tensor, tracker: EigenTracker, lr: float, *, threshold: float = 0.975,
-               track_threshold: float = 0.9, max_k: int | None = None, point: Point | None = None,
+               track_threshold: float | None = None, max_k: int | None = None, point: Point | None = None,
                from_last: bool = False) -> KGeometry:
-    """The critical block at ``theta`` (the tracker's block grown to cover ``track_threshold``)."""
+    """The critical block at ``theta`` (the tracker's block grown to cover ``track_threshold``, default
+    ``threshold``; see :mod:`~selfstab.processes.central`)."""
     point = point if point is not None else objective.at(theta)
-    eig = refresh_block(tracker, point, lr, track_threshold, max_k, from_last=from_last)
+    track = threshold if track_threshold is None else track_threshold
+    eig = refresh_block(tracker, point, lr, track, max_k, from_last=from_last)
     return KGeometry(point, eig, max(1, critical_count(eig.values, lr, threshold)))
 
 
@@ -154,7 +156,8 @@ def _chord_pairs(chord: KGeometry | None, geom: KGeometry, rotation_tol: float =
 
 
 def k_project(objective: Objective, psi: Tensor, lr: float, tracker: EigenTracker, *, tol: float = 1e-9,
-              max_steps: int = 10, threshold: float = 0.975, track_threshold: float = 0.9, max_k: int | None = None,
+              max_steps: int = 10, threshold: float = 0.975, track_threshold: float | None = None,
+              max_k: int | None = None,
               coupled: bool = True, perp: bool = True, active_rtol: float = 1e-3, sdcp_tol: float = 1e-8,
               on_fail: Literal["raise", "warn"] = "raise", geometry: KGeometry | None = None,
               chord: KGeometry | None = None, warm_correctors: bool = True) -> KProjection:
@@ -237,7 +240,7 @@ class KConstrained(Process):
     default = False
 
     def __init__(self, *, eig_tol: float = 1e-7, proj_tol: float = 1e-9, proj_max_iter: int = 10,
-                 critical_threshold: float = 0.975, track_threshold: float = 0.9, block_max_k: int | None = None,
+                 critical_threshold: float = 0.975, track_threshold: float | None = None, block_max_k: int | None = None,
                  proj_coupled: bool = True, proj_perp: bool = True, proj_chord: bool = True, active_rtol: float = 1e-3,
                  sdcp_tol: float = 1e-8, sdcp_on_fail: Literal["raise", "warn"] = "warn"):
         self.tracker = EigenTracker(1, **tracker_options(eig_tol))
