@@ -54,8 +54,29 @@ def world_size() -> int:
 
 
 def is_main() -> bool:
-    """True on rank 0 (and in a plain single process): the rank that writes files and prints."""
-    return rank() == 0
+    """True on rank 0 (and in a plain single process): the rank that writes files and prints.
+
+    Before the process group exists, a process that ``torchrun`` started reads its rank from ``RANK``."""
+    return rank() == 0 if is_initialized() else launched_rank() == 0
+
+
+def launched_rank() -> int:
+    """The rank ``torchrun`` gave this process (its ``RANK``), 0 when not launched by it."""
+    try:
+        return int(os.environ.get("RANK", 0))
+    except ValueError:
+        raise ConfigError(f"RANK: not an integer ({os.environ['RANK']!r}); launch with torchrun") from None
+
+
+def launched_world_size() -> int:
+    """The world size of this process group, else ``torchrun``'s ``WORLD_SIZE``, else 1."""
+    if is_initialized():
+        return world_size()
+    try:
+        return int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError:
+        raise ConfigError(f"WORLD_SIZE: not an integer ({os.environ['WORLD_SIZE']!r}); launch with torchrun") \
+            from None
 
 
 def init(backend: str | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> tuple[int, int, torch.device]:
@@ -175,4 +196,5 @@ def check_same(t: Tensor, what: str = "theta") -> None:
 
 
 __all__ = ["DEFAULT_TIMEOUT_S", "RankMismatchError", "all_reduce_sum", "check_same", "init", "is_initialized",
-           "is_main", "rank", "require_group", "shard_bounds", "shutdown", "traffic", "world_size"]
+           "is_main", "launched_rank", "launched_world_size", "rank", "require_group", "shard_bounds", "shutdown",
+           "traffic", "world_size"]

@@ -20,6 +20,17 @@ run whose ``track.steps`` was raised (``selfstab resume RUN --track.steps N``).
 Wall-clock times live in the ``timing`` table, the only one that differs
 between a resumed and an uninterrupted run.
 
+Data parallelism (docs/theory.md §11): under ``torchrun`` the objective is
+data-parallel (:func:`~selfstab.problem.build.build_problem`) and everything
+above it runs replicated on every rank; rank 0 alone writes the run folder
+and shows progress.  At every checkpoint the ranks check that they hold
+bitwise the same state (:func:`~selfstab.distributed.check_same`).  A
+checkpoint records its world size: resuming with the same world size
+continues bit for bit; with another, the run continues with a warning and a
+``world_size_changes`` entry in the summary (the order of the reduction's
+additions changed), while ``selfstab track`` refuses to track with another
+world size than the training's (:func:`check_track_world_size`).
+
 Starting: :func:`prepare` checks everything cheap (config, model and data
 set, data files, device, tensorboard) and builds the problem *before*
 :func:`start` makes the run folder; a run that still fails on bad input before
@@ -36,17 +47,19 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import sys
 import time
 import warnings
 from typing import Any
 
 import torch
 
+from . import distributed
 from .config import RunConfig, TrackConfig, from_dict, load_config
 from .errors import ConfigError, DataError, RunInterrupted, SelfstabError
-from .problem.build import Problem, build_problem, evaluator
+from .problem.build import Problem, build_problem, data_parallel, evaluator
 from .processes import Lockstep, default_processes, default_stop_rules, track
-from .processes.lockstep import process_options
+from .processes.lockstep import RULE_OPTIONS, process_options
 from .records import RunDir, load_run
 from .records.rundir import read_latest_checkpoint
 from .spectrum import EigenTracker, default_tol
@@ -59,8 +72,8 @@ def as_config(config: RunConfig | dict) -> RunConfig:
 
 @contextlib.contextmanager
 def _progress(total: int, desc: str, quiet: bool):
-    """A tqdm bar (or nothing when quiet) with a ``show(step, **postfix)`` callback."""
-    if quiet:
+    """A tqdm bar (or nothing when quiet, and on ranks ≠ 0) with a ``show(step, **postfix)`` callback."""
+    if quiet or not distributed.is_main():
         yield lambda step, **kw: None
         return
     from tqdm.auto import tqdm
@@ -76,6 +89,30 @@ def _progress(total: int, desc: str, quiet: bool):
         yield show
     finally:
         bar.close()
+
+
+def _state_tensors(state: Any, out: list) -> list:
+    """Every tensor of a checkpoint state, flattened to float64 on the CPU, in the state's (insertion) order."""
+    if isinstance(state, torch.Tensor):
+        if state.is_floating_point() or state.dtype in (torch.int64, torch.int32, torch.bool):
+            out.append(state.detach().reshape(-1).to(device="cpu", dtype=torch.float64))
+    elif isinstance(state, dict):
+        for value in state.values():
+            _state_tensors(value, out)
+    elif isinstance(state, (list, tuple)):
+        for value in state:
+            _state_tensors(value, out)
+    return out
+
+
+def _checkpoint(run: RunDir, step: int, state: dict) -> None:
+    """Check that every rank holds bitwise the same state (θ, warm starts; one small all-gather, nothing in
+    one process), then save the checkpoint (rank 0 writes it)."""
+    if distributed.world_size() > 1:
+        parts = _state_tensors(state, [])
+        distributed.check_same(torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64),
+                               f"state at checkpoint step {step}")
+    run.save_checkpoint(step, state)
 
 
 def train_phase(cfg: RunConfig, run: RunDir, problem: Problem | None = None, resume_state: dict | None = None,
@@ -104,7 +141,7 @@ def train_phase(cfg: RunConfig, run: RunDir, problem: Problem | None = None, res
         run.tick()
 
     def on_checkpoint(t: int, state: dict) -> None:
-        run.save_checkpoint(t, {"phase": "train", "gd": state})
+        _checkpoint(run, t, {"phase": "train", "gd": state})
 
     with _progress(cfg.train.max_steps + 1, "train" if fixed else "train → edge", cfg.quiet) as show, \
             warnings.catch_warnings():
@@ -135,7 +172,7 @@ def train_phase(cfg: RunConfig, run: RunDir, problem: Problem | None = None, res
         run.write_summary({"lr": lr, "parameters": obj.dim, "seconds_train": seconds, "reached_edge": False,
                            "stop_reason": f"trained {cfg.train.max_steps} steps ({cfg.train.schedule} step size)"})
         state = {"phase": "edge", "theta0": None, "onset_step": None, "reached": False, "warm": None, "fixed": True}
-        run.save_checkpoint(cfg.train.max_steps, state)
+        _checkpoint(run, cfg.train.max_steps, state)
         return state
     summary = {"lr": lr, "parameters": obj.dim, "reached_edge": edge.reached, "onset_step": edge.step,
                "onset_sharpness": edge.sharpness, "onset_loss": edge.records[-1]["loss"] if edge.records else None,
@@ -144,7 +181,7 @@ def train_phase(cfg: RunConfig, run: RunDir, problem: Problem | None = None, res
     run.write_summary(summary)
     state = {"phase": "edge", "theta0": edge.theta0.detach().cpu(), "onset_step": edge.step,
              "reached": edge.reached, "warm": None if edge.eig is None else edge.eig.vectors.detach().cpu()}
-    run.save_checkpoint(edge.step, state)
+    _checkpoint(run, edge.step, state)
     return state
 
 
@@ -153,7 +190,7 @@ class _TensorBoard:
 
     def __init__(self, cfg: RunConfig, run: RunDir):
         self.writer = None
-        if cfg.tensorboard:
+        if cfg.tensorboard and run.writes:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
@@ -174,7 +211,7 @@ class _TensorBoard:
 
 def track_options(tc: TrackConfig) -> dict[str, Any]:
     """The ``track`` settings that are process options, by name (each process takes those it names)."""
-    return {name: getattr(tc, name) for name in process_options() if hasattr(tc, name) and name != "stop_lambda2"}
+    return {name: getattr(tc, name) for name in process_options() if hasattr(tc, name) and name not in RULE_OPTIONS}
 
 
 def track_phase(cfg: RunConfig, run: RunDir, edge: dict, problem: Problem | None = None,
@@ -186,7 +223,7 @@ def track_phase(cfg: RunConfig, run: RunDir, edge: dict, problem: Problem | None
     obj = problem.objective.to(torch.float64)
     lr, tc = cfg.lr, cfg.track
     processes = default_processes(tc.processes, **track_options(tc))
-    rules = default_stop_rules(tc.stop_lambda2)
+    rules = default_stop_rules(tc.stop_lambda2, tc.lambda2_rule, [p.name for p in processes])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # projection/eigen shortfalls are recorded per step
         if resume_state is None:
@@ -211,7 +248,7 @@ def track_phase(cfg: RunConfig, run: RunDir, edge: dict, problem: Problem | None
                 g = rec["gd"]
                 show(t, loss=g["loss"], S=g["sharpness"], **{"2/η": cfg.edge})
                 if ls.t % tc.checkpoint_every == 0 or ls.stop_reason is not None or ls.t >= tc.steps:
-                    run.save_checkpoint(ls.t, {"phase": "track", "edge": edge, "lockstep": ls.state_dict()})
+                    _checkpoint(run, ls.t, {"phase": "track", "edge": edge, "lockstep": ls.state_dict()})
                 else:
                     run.tick()
 
@@ -291,9 +328,11 @@ def execute(run: RunDir, *, train_only: bool | None = None, problem: Problem | N
         run.write_summary({"train_only": train_only})
     if problem is None:
         torch.manual_seed(cfg.seed)
+    data_parallel(cfg)   # under torchrun: the process group, before the ranks read the checkpoint together
     run.flush_seconds = cfg.flush_seconds
     latest = run.rewind_to_checkpoint()
     state = latest[1] if latest else None
+    _note_world_size(run, latest)
     where: dict = {"phase": "training", "step": 0}
     run.position = where   # the heartbeat in summary.json reports it
     run.set_status("running")
@@ -317,6 +356,36 @@ def execute(run: RunDir, *, train_only: bool | None = None, problem: Problem | N
         raise
     run.set_status("finished")
     return run
+
+
+def _note_world_size(run: RunDir, latest: tuple[int, dict] | None) -> None:
+    """The world size into the summary; a resume with another world size than its checkpoint's warns (rank 0,
+    one line on stderr) and is listed in the summary's ``world_size_changes``."""
+    now, before = distributed.world_size(), run.checkpoint_world_size
+    values: dict[str, Any] = {"world_size": now}
+    if latest is not None and before is not None and before != now:
+        point, _ = _resume_point(run)
+        note = (f"checkpointed with world size {before}, resumed with {now} {point}: the reduction order "
+                f"changed, so the records from here on differ from a run kept at {before} in the last bits")
+        if distributed.is_main():
+            print(f"selfstab: warning: {run.path}: {note}", file=sys.stderr, flush=True)
+        values["world_size_changes"] = [*run.summary.get("world_size_changes", []),
+                                        {"from": before, "to": now, "step": latest[0], "note": note}]
+    if any(run.summary.get(k) != v for k, v in values.items()):
+        run.write_summary(values)
+
+
+def check_track_world_size(source: str | os.PathLike, command: str = "track") -> None:
+    """A one-line error when the run in ``source`` was trained (last checkpointed) with another world size
+    than this launch's: train and track must reduce in the same order (``selfstab resume`` allows it)."""
+    latest = read_latest_checkpoint(source)
+    if latest is None:
+        return
+    before, now = int(latest.get("world_size", 1)), distributed.launched_world_size()
+    if before != now:
+        raise ConfigError(f"{command}: {source} was trained with world size {before} but this launch has {now}; "
+                          f"track with the same number of ranks (--nproc {before}, or torchrun --nproc-per-node "
+                          f"{before})")
 
 
 def _execute(cfg: RunConfig, run: RunDir, state: dict | None, train_only: bool, problem: Problem | None,
@@ -349,6 +418,7 @@ def track_into(source: str | os.PathLike, cfg: RunConfig, *, overwrite: bool = F
     """
     latest = read_latest_checkpoint(source)
     state = None if latest is None else latest["state"]
+    check_track_world_size(source)
     if state is None or state["phase"] == "train":
         raise ConfigError(f"track: {source} has not reached the edge yet; run selfstab resume {source} first")
     edge = state if state["phase"] == "edge" else state["edge"]
@@ -360,7 +430,7 @@ def track_into(source: str | os.PathLike, cfg: RunConfig, *, overwrite: bool = F
     rundir.copy_records(source, {"train": latest["records"].get("train", 0)})
     rundir.write_summary({**{k: summary[k] for k in TRAINING_SUMMARY if k in summary},
                           "tracked_from": os.fspath(source)})
-    rundir.save_checkpoint(int(edge["onset_step"]), {**edge, "phase": "edge"})
+    _checkpoint(rundir, int(edge["onset_step"]), {**edge, "phase": "edge"})
     try:
         return execute(rundir, train_only=False)
     except (ConfigError, DataError):

@@ -23,6 +23,7 @@ import os
 import shutil
 import sys
 import textwrap
+import traceback
 
 from .. import __version__
 from ..errors import SelfstabError
@@ -151,10 +152,12 @@ def _main(argv: list[str]) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    args.argv = argv   # the command line as given (selfstab run --nproc N relaunches it under torchrun)
+    rank = _rank_prefix()
     try:
         return int(args.func(args) or 0)
     except SelfstabError as exc:
-        print(f"selfstab {args.command}: error: {exc}", file=sys.stderr)
+        print(f"selfstab {args.command}: error: {rank}{exc}", file=sys.stderr)
         return 2
     except ImportError as exc:   # a package the command imports only when it runs
         problem = _missing(exc)
@@ -163,8 +166,37 @@ def _main(argv: list[str]) -> int:
         print(f"selfstab {args.command}: error: {problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:   # a run's RunInterrupted says where it stopped and how to continue
-        print(f"selfstab {args.command}: {str(exc) or 'interrupted'}", file=sys.stderr)
+        print(f"selfstab {args.command}: {rank}{str(exc) or 'interrupted'}", file=sys.stderr)
         return 130
+    except Exception as exc:   # under torchrun: one line naming this rank (after the traceback of a bug)
+        if not rank:
+            raise
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        peer = _peer_failure(exc)
+        if not peer:
+            traceback.print_exc()
+        what = "a collective failed: another rank stopped or hung (torchrun's summary names it); " if peer else ""
+        print(f"selfstab {args.command}: error: {rank}{what}{type(exc).__name__}{': ' + why if why else ''}",
+              file=sys.stderr, flush=True)
+        return 1
+
+
+def _rank_prefix() -> str:
+    """``"rank R: "`` in a process that torchrun started with more than one rank, else ``""``."""
+    try:
+        many = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        many = False
+    return f"rank {os.environ.get('RANK', '?')}: " if many else ""
+
+
+def _peer_failure(exc: BaseException) -> bool:
+    """A collective that failed because another rank died or timed out (no traceback for those)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    text = str(exc)
+    return any(w in text for w in ("gloo", "Gloo", "NCCL", "Connection closed by peer", "Connection reset"))
 
 
 if __name__ == "__main__":

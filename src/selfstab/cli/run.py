@@ -8,11 +8,19 @@ resolved config, every default written out, is the run's ``config.toml``.
 (only increases; the extensions are listed in ``config.toml`` and the
 summary's ``extensions``); ``selfstab track RUN --out NEW`` tracks a trained
 run into a new folder with other ``track`` settings, leaving ``RUN`` as it is.
+
+Several ranks (data parallelism, docs/theory.md §11): ``torchrun --nproc-per-node N
+-m selfstab run …`` runs any of these commands on N ranks (rank 0 writes and
+prints); ``--nproc N`` is the shortcut on one machine, which starts
+``python -m torch.distributed.run --standalone --nproc-per-node N -m selfstab
+<the same arguments>`` and returns its exit status.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 from datetime import datetime, timezone
 
@@ -35,8 +43,64 @@ def _parser(sub, name: str, run_arg: bool = False, allowed: tuple[str, ...] | No
     else:
         p.add_argument("--config", metavar="FILE", help="a TOML config file (overrides apply on top)")
         p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    p.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="run on N data-parallel ranks of this machine (starts torchrun; see README)")
     p.set_defaults(overrides=[])   # config overrides: whatever is left, --key value or --key=value
     return p
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` less ``--nproc N`` / ``--nproc=N``."""
+    out, skip = [], False
+    for tok in argv:
+        if skip:
+            skip = False
+        elif tok == "--nproc":
+            skip = True
+        elif not tok.startswith("--nproc="):
+            out.append(tok)
+    return out
+
+
+def _launch(args) -> int:
+    """``--nproc N``: the same command under ``torchrun`` on N ranks of this machine; its exit status."""
+    n = args.nproc
+    if n < 1:
+        raise ConfigError(f"--nproc: must be at least 1, got {n}")
+    if "WORLD_SIZE" in os.environ:
+        raise ConfigError(f"--nproc: already running under torchrun (WORLD_SIZE={os.environ['WORLD_SIZE']}); "
+                          f"drop --nproc and set the ranks with torchrun --nproc-per-node")
+    argv = getattr(args, "argv", None)
+    if argv is None:
+        raise ConfigError("--nproc: only from the command line (selfstab … --nproc N); from Python launch torchrun")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n),
+           "-m", "selfstab", *_without_nproc(argv)]
+    proc = subprocess.Popen(cmd)
+    while True:
+        try:
+            code = proc.wait()
+            break
+        except KeyboardInterrupt:   # torchrun got the Ctrl-C too and stops its ranks; wait for it
+            continue
+    return code if code >= 0 else 128 - code
+
+
+def _ranked(func):
+    """A command that runs under torchrun as under one process: ``--nproc`` relaunches it; the process
+    group is closed when it ends well."""
+    def command(args) -> int:
+        if args.nproc is not None:
+            return _launch(args)
+        code = func(args)
+        from .. import distributed
+        distributed.shutdown()
+        return code
+    return command
+
+
+def _main_rank() -> bool:
+    from .. import distributed
+    return distributed.is_main()
 
 
 def _report(run) -> None:
@@ -66,8 +130,9 @@ def _new_run(args, train_only: bool) -> int:
 
     cfg = load_config(RunConfig, args.config, args.overrides)
     run = start(cfg, overwrite=args.overwrite, train_only=train_only)
-    _report(run)
-    _figures(run)
+    if _main_rank():
+        _report(run)
+        _figures(run)
     return 0
 
 
@@ -84,13 +149,14 @@ def _track_into(args) -> int:
         raise ConfigError(f"track: only track.* settings can change after training; {changed[0]} differs "
                           f"(start a new run with selfstab run)")
     run = track_into(args.run, cfg, overwrite=args.overwrite)
-    _report(run)
-    _figures(run)
+    if _main_rank():
+        _report(run)
+        _figures(run)
     return 0
 
 
 def _track(args) -> int:
-    from ..experiment import execute
+    from ..experiment import check_track_world_size, execute
     from ..records import RunDir
 
     if args.out is not None:
@@ -106,10 +172,12 @@ def _track(args) -> int:
         raise ConfigError(f"track: {run.path} was already tracked; change settings in a new run")
     if "onset_step" not in run.summary:
         raise ConfigError(f"track: {run.path} has not reached the edge yet; run selfstab resume {run.path} first")
+    check_track_world_size(run.path)
     run.update_config(cfg)
     execute(run, train_only=False)
-    _report(run)
-    _figures(run)
+    if _main_rank():
+        _report(run)
+        _figures(run)
     return 0
 
 
@@ -136,8 +204,9 @@ def _resume(args) -> int:
         elif diff_configs(old, new):
             run.update_config(new, notes=_notes(run))
     execute(run)
-    _report(run)
-    _figures(run)
+    if _main_rank():
+        _report(run)
+        _figures(run)
     return 0
 
 
@@ -162,14 +231,14 @@ def _check_extension(run, old: int, new: int) -> None:
 
 
 def register(sub) -> None:
-    _parser(sub, "run").set_defaults(func=lambda a: _new_run(a, train_only=False))
-    _parser(sub, "train").set_defaults(func=lambda a: _new_run(a, train_only=True))
+    _parser(sub, "run").set_defaults(func=_ranked(lambda a: _new_run(a, train_only=False)))
+    _parser(sub, "train").set_defaults(func=_ranked(lambda a: _new_run(a, train_only=True)))
     p = _parser(sub, "track", run_arg=True, allowed=TRACK_KEYS,
                 title="config keys track accepts (as --key value; the run keeps the rest of its config)")
     p.add_argument("--out", default=None, metavar="NEW",
                    help="track into a new run folder NEW (RUN's training copied, RUN left unchanged)")
     p.add_argument("--overwrite", action="store_true", help="with --out: replace a run already in NEW")
-    p.set_defaults(func=_track)
+    p.set_defaults(func=_ranked(_track))
     _parser(sub, "resume", run_arg=True, allowed=RESUME_KEYS,
             title="config keys resume accepts (as --key value; a resumed run keeps the rest of its config)") \
-        .set_defaults(func=_resume)
+        .set_defaults(func=_ranked(_resume))

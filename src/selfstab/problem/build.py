@@ -3,6 +3,13 @@
 The only module of ``problem/`` that reads the run's config
 (:class:`~selfstab.config.RunConfig`); everything else in ``problem/`` takes
 plain arguments.
+
+Data parallelism (docs/theory.md §11): launched under ``torchrun`` (``WORLD_SIZE``
+in the environment) or with a process group already initialised,
+:func:`build_problem` makes the data-parallel objective (each rank keeps its
+shard; every full-batch quantity is one ``all_reduce``) on this rank's device:
+``cuda:LOCAL_RANK`` with NCCL when CUDA is present (and ``device`` is not
+``cpu``), else the CPU with gloo.  Everything above the objective is replicated.
 """
 
 from __future__ import annotations
@@ -10,8 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import os
+
 import torch
 
+from .. import distributed
 from ..config import RunConfig
 from ..errors import ConfigError
 from .data import Dataset, load_dataset
@@ -81,9 +91,33 @@ def build_problem(cfg: RunConfig, dtype: str | torch.dtype | None = None) -> Pro
     ds = load_dataset(cfg.data.name, loss=cfg.loss, n=cfg.data.n, seed=cfg.seed, data_root=cfg.data.data_root,
                       **data_opts)
     model = build_model(cfg.model.name, ds.input_shape, ds.n_outputs, seed=cfg.seed, **model_options(cfg, ds))
+    parallel = data_parallel(cfg)
+    device = parallel if parallel is not None else resolve_device(cfg.device)
     obj = Objective.from_module(model, ds.inputs, ds.targets, cfg.loss, chunk_size=cfg.train.chunk_size,
-                                dtype=dtype or cfg.train.dtype, device=resolve_device(cfg.device))
+                                dtype=dtype or cfg.train.dtype, device=device, distributed=parallel is not None)
     return Problem(obj, ds, model)
+
+
+def data_parallel(cfg: RunConfig) -> torch.device | None:
+    """This rank's device when the run is data-parallel (a process group, or ``torchrun``'s environment,
+    which initialises one here), else None: a plain single process.
+
+    The backend follows ``cfg.device``: ``cpu`` → gloo on the CPU; ``auto``/``cuda`` → NCCL on
+    ``cuda:LOCAL_RANK`` when CUDA is present, else gloo; an explicit ``cuda:N`` is refused (the rank
+    picks its GPU)."""
+    if not distributed.is_initialized() and "WORLD_SIZE" not in os.environ:
+        return None
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device: {cfg.device!r} under torchrun; each rank uses cuda:LOCAL_RANK, so set "
+                          f"device = auto (or cuda, or cpu)")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' asked for but this torch has no CUDA device; use --device cpu")
+    backend = "gloo" if cfg.device == "cpu" or not torch.cuda.is_available() else "nccl"
+    if distributed.is_initialized():
+        group = torch.distributed.get_backend()
+        return torch.device("cuda", torch.cuda.current_device()) if group == "nccl" else torch.device("cpu")
+    _, _, device = distributed.init(backend=backend)
+    return device
 
 
 def evaluator(problem: Problem) -> Callable[[torch.Tensor], dict] | None:

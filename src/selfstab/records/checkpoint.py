@@ -107,14 +107,17 @@ def decode_state(obj: Any) -> Any:
     return obj
 
 
-def save_checkpoint_file(path: Path, seq: int, step: int, state: dict, rows: dict[str, int]) -> None:
-    """Atomically write a checkpoint; ``rows`` is each recorder's length when it was taken."""
+def save_checkpoint_file(path: Path, seq: int, step: int, state: dict, rows: dict[str, int], *,
+                         world_size: int = 1) -> None:
+    """Atomically write a checkpoint; ``rows`` is each recorder's length when it was taken, ``world_size``
+    the number of data-parallel ranks whose reductions made ``state`` (files without it read as 1)."""
     payload = {
         "format": FORMAT,
         "version": VERSION,
         "seq": int(seq),
         "step": int(step),
         "records": {str(k): int(v) for k, v in rows.items()},
+        "world_size": int(world_size),
         "state": encode_state(state),
     }
     atomic_write(path, lambda f: torch.save(payload, f))

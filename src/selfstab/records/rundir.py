@@ -31,6 +31,15 @@ the last flush, and refreshes the run's status in ``summary.json``:
 (:meth:`RunDir.set_status`).  :attr:`Run.running` tells a reader whether the
 writer is still alive.
 
+Data parallelism (``torchrun``, docs/theory.md §11): rank 0 alone writes.  On
+a rank ≠ 0 every writer of :class:`RunDir` (the methods marked
+:func:`_main_writes`) does nothing on disk; what it would change in memory
+(summary, config, records) changes all the same, so every rank holds the same
+run.  :meth:`RunDir.create` makes no folder there, and :meth:`RunDir.open`
+only reads.  :meth:`RunDir.rewind_to_checkpoint` waits at a barrier before
+reading, so every rank reads the checkpoint rank 0 wrote.  Checkpoints record
+the world size that wrote them (:attr:`RunDir.checkpoint_world_size`).
+
 Unwritable places (a read-only file system, no permission, a full disk) end
 in a one-line :class:`~selfstab.errors.NotWritableError` naming the path and
 the fix, never a raw ``OSError``; :func:`writable_folder` does the same for a
@@ -41,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import math
 import os
@@ -55,7 +65,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
+import torch
 
+from .. import distributed
 from ..tomlio import dumps_toml, to_dict
 from ..errors import ConfigError, NotWritableError, SelfstabError
 from . import checkpoint as ckpt
@@ -108,6 +120,15 @@ def writable_folder(path: str | os.PathLike, fix: str = "use --out DIR to write 
         path.mkdir(parents=True, exist_ok=True)
     check_writable(path, fix)
     return path
+
+
+def _main_writes(method):
+    """A writer of :class:`RunDir`: it runs on rank 0 (and in a plain process) only; elsewhere it is a no-op
+    returning None (the one place that keeps ranks ≠ 0 of a data-parallel run off the disk)."""
+    @functools.wraps(method)
+    def writer(self, *args, **kwargs):
+        return method(self, *args, **kwargs) if self.writes else None
+    return writer
 
 
 def _now() -> str:
@@ -183,6 +204,10 @@ class RunDir:
         self.made: list[Path] | None = None       # what create() made, for discard(); None: an opened run
         # {"phase": …, "step": …} kept current by the writer: the heartbeat reports it as "progress"
         self.position: dict | None = None
+        # rank 0 (or a plain process) writes the folder; other ranks of a data-parallel run only read
+        self.writes = distributed.is_main()
+        # the world size that wrote the checkpoint rewind_to_checkpoint returned (None: none read yet)
+        self.checkpoint_world_size: int | None = None
 
     def _writing(self, path: Path | None = None):
         return writing(path or self.path, self.fix)
@@ -196,6 +221,9 @@ class RunDir:
         """
         path = Path(path)
         fix = "choose a writable folder with --out DIR (or out = … in the config)"
+        text = dumps_toml(to_dict(config), header="selfstab run config, resolved: every field, defaults included.")
+        if not distributed.is_main():   # rank 0 makes the folder; this rank keeps the same config in memory
+            return cls(path, tomllib.loads(text), {}, {}, fix=fix)
         if path.exists() and not path.is_dir():
             raise ConfigError(f"run: {path} exists and is not a folder")
         existed = path.exists()
@@ -217,12 +245,12 @@ class RunDir:
                 (path / CONFIG).unlink()
         with writing(path, fix):
             (path / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-            text = dumps_toml(to_dict(config), header="selfstab run config, resolved: every field, defaults included.")
             atomic_write_text(path / CONFIG, text)
         self = cls(path, _read_config(path), {}, {}, fix=fix)
         self.made = [path] if not existed else list(path.iterdir())
         return self
 
+    @_main_writes
     def discard(self) -> None:
         """Remove what :meth:`create` started (a run that failed before it began): the folder itself when
         create made it, else everything in it (it was empty, or an overwritten run).  An opened run is kept."""
@@ -245,6 +273,8 @@ class RunDir:
         path = Path(path)
         config = _read_config(path)
         summary = _read_summary(path)
+        if not distributed.is_main():   # rank 0 checks and tidies the folder; this rank only reads it
+            return cls(path, config, _read_tables(path), summary, fix=fix)
         if summary.get("status") == "running" and summary.get("pid") != os.getpid() and writer_alive(summary, config):
             raise ConfigError(f"run: {path} is being written by another process (pid {summary.get('pid')} on "
                               f"{summary.get('host')}); wait for it to finish, or stop it first")
@@ -262,9 +292,13 @@ class RunDir:
         ``notes`` are comment lines under the header (e.g. the history of extensions)."""
         header = "\n".join(["selfstab run config, resolved: every field, defaults included.", *notes])
         text = dumps_toml(to_dict(config), header=header)
-        with self._writing(self.path / CONFIG):
-            atomic_write_text(self.path / CONFIG, text)
-        self.config = _read_config(self.path)
+        self._write_text(CONFIG, text)
+        self.config = tomllib.loads(text)
+
+    @_main_writes
+    def _write_text(self, name: str, text: str) -> None:
+        with self._writing(self.path / name):
+            atomic_write_text(self.path / name, text)
 
     # ------------------------------------------------------------------ records
 
@@ -279,6 +313,7 @@ class RunDir:
     def recorders(self) -> dict[str, Recorder]:
         return dict(self._recorders)
 
+    @_main_writes
     def flush(self) -> None:
         """Atomically rewrite ``records.h5`` with everything recorded so far (O(T), see the module docstring)."""
         versions = {name: rec.version for name, rec in self._recorders.items()}
@@ -290,6 +325,7 @@ class RunDir:
         self._flushed = versions
         self._last_flush = time.monotonic()
 
+    @_main_writes
     def tick(self) -> bool:
         """Flush the records (and beat the heartbeat) when ``flush_seconds`` have passed since the last
         flush; call it once per step.  Returns whether it flushed."""
@@ -341,8 +377,11 @@ class RunDir:
 
     # ------------------------------------------------------------------ checkpoints
 
+    @_main_writes
     def save_checkpoint(self, step: int, state: dict, *, keep: int = 2) -> Path:
-        """Flush the records, then atomically write a checkpoint of ``state``; keep the newest ``keep``."""
+        """Flush the records, then atomically write a checkpoint of ``state``; keep the newest ``keep``.
+
+        The checkpoint also records the world size (1 in a plain process) whose reductions made ``state``."""
         self.flush()
         folder = self.path / CHECKPOINTS
         with self._writing(folder):
@@ -351,7 +390,7 @@ class RunDir:
             seq = existing[-1][0] + 1 if existing else 0
             target = folder / ckpt.checkpoint_name(seq, int(step))
             rows = {name: len(rec) for name, rec in self._recorders.items()}
-            ckpt.save_checkpoint_file(target, seq, int(step), state, rows)
+            ckpt.save_checkpoint_file(target, seq, int(step), state, rows, world_size=distributed.world_size())
             for _, _, old in ckpt.list_checkpoints(folder)[: -max(1, keep)]:
                 old.unlink(missing_ok=True)
         self._beat()
@@ -376,8 +415,13 @@ class RunDir:
         Each process keeps the rows (and fields) it had when the checkpoint was
         taken; one that did not exist then is emptied.  With no checkpoint every
         record is dropped (the run restarts from scratch) and None is returned.
+        In a data-parallel run every rank calls it: a barrier first, so that all
+        read what rank 0 wrote before.
         """
+        if distributed.world_size() > 1:
+            torch.distributed.barrier()
         payload = self._latest(map_location)
+        self.checkpoint_world_size = None if payload is None else int(payload.get("world_size", 1))
         rows = {} if payload is None else payload["records"]
         for name, rec in self._recorders.items():
             rec.truncate(rows.get(name, 0))
@@ -390,8 +434,7 @@ class RunDir:
         """Merge ``values`` into ``summary.json`` (or replace it) atomically."""
         new = _jsonable(dict(values), "summary")
         summary = new if replace else {**self._summary, **new}
-        with self._writing(self.path / SUMMARY):
-            atomic_write_text(self.path / SUMMARY, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        self._write_text(SUMMARY, json.dumps(summary, indent=2, allow_nan=False) + "\n")
         self._summary = summary
 
     @property
