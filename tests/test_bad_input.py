@@ -216,3 +216,19 @@ def test_resume_refuses_fewer_steps_and_other_keys(tmp_path, capsys):
     assert "track.steps can only grow" in _cli_error(capsys, ["resume", str(out), "--track.steps", "1"])
     assert "the config changed (model.width)" in _cli_error(capsys, ["resume", str(out), "--model.width", "9"])
     assert (out / "config.toml").read_text() == config
+
+
+def test_shape_errors_name_the_users_data_not_an_internal_probe():
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
+    with pytest.raises(ConfigError) as info:
+        Objective.from_module(model, torch.randn(50, 7), torch.randn(50, 3), "mse")
+    msg = _one_line(info)
+    assert "(50, 7)" in msg and "(4, 7)" not in msg
+    with pytest.raises(ConfigError) as info:
+        Objective.from_module(model, torch.randn(50, 5), torch.randn(50, 3), "ce")
+    msg = _one_line(info)
+    assert "of shape (50, 3)" in msg and "(4, 3)" not in msg
+    labels = torch.zeros(50, dtype=torch.long)
+    labels[40] = 7     # out of range far beyond the first few examples
+    with pytest.raises(ConfigError, match=r"class indices must lie in \[0, 3\)"):
+        Objective.from_module(model, torch.randn(50, 5), labels, "ce")

@@ -139,7 +139,7 @@ def test_counts_tally_evaluations():
     ("shape", "inputs: 5 examples but targets have 23"),
     ("batchnorm", "GroupNorm or LayerNorm"),
     ("targets", "one-hot"),
-    ("inputs", "the model failed on inputs"),
+    ("inputs", "the model failed on the inputs of shape"),
 ])
 def test_bad_input_gives_one_line_error(kind, match):
     model, x, y = _mlp()

@@ -53,9 +53,12 @@ def get_loss(name: str) -> LossFn:
 def check_targets(name: str, out: torch.Tensor, y: torch.Tensor) -> None:
     """Refuse targets that do not fit the loss convention, with a one-line reason.
 
-    ``out`` is the model's output on a few examples, ``y`` the matching targets.
+    ``out`` is the model's output on the first few examples (a probe), ``y``
+    all the targets; messages give the shapes of the user's whole data set
+    (``n`` examples), never the probe's.
     """
     get_loss(name)
+    out_shape = (y.shape[0], *out.shape[1:]) if y.dim() else tuple(out.shape)   # the output on all the data
     if name in ("mse", "half_mse"):
         if not y.is_floating_point():
             raise ConfigError(
@@ -75,11 +78,11 @@ def check_targets(name: str, out: torch.Tensor, y: torch.Tensor) -> None:
                 f"{tuple(y.shape)}; use loss 'mse' for one-hot targets"
             )
         if out.dim() != 2:
-            raise ConfigError(f"targets: loss 'ce' needs model outputs of shape (n, classes), got {tuple(out.shape)}")
+            raise ConfigError(f"targets: loss 'ce' needs model outputs of shape (n, classes), got {out_shape}")
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= out.shape[1]):
             raise ConfigError(f"targets: class indices must lie in [0, {out.shape[1]}) for 'ce'")
     elif name == "logistic":
-        if out.reshape(out.shape[0], -1).shape[1] != 1:
+        if out.reshape(out.shape[0], -1).shape[1] != 1:   # per-example shapes: the same for the probe and the data
             raise ConfigError(f"model: loss 'logistic' needs one output per example, got {tuple(out.shape[1:])}")
         if not y.is_floating_point() or not bool(((y == 1) | (y == -1)).all()):
             raise ConfigError("targets: loss 'logistic' needs float targets equal to +1 or -1")

@@ -216,8 +216,10 @@ class Objective:
             with torch.no_grad():
                 out = call(theta0, probe)
         except Exception as exc:  # the user's model failed on the user's data: say so in one line
-            raise ConfigError(f"inputs: the model failed on inputs of shape "
-                              f"{[tuple(x.shape[1:]) for x in xs]}: {type(exc).__name__}: {exc}") from None
+            shapes = ", ".join(str(tuple(x.shape)) for x in xs)   # the user's data, not the probe
+            raise ConfigError(f"inputs: the model failed on the inputs of shape {shapes} (tried on the first "
+                              f"{probe[0].shape[0]} examples): {type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())}") from None
         finally:
             for k, b in model.named_buffers():
                 if k in before:
@@ -228,7 +230,7 @@ class Objective:
             raise ConfigError(f"model: buffer {changed[0]!r} changes in training mode, so the loss depends on how "
                               f"the batch is split; use GroupNorm or LayerNorm instead of BatchNorm")
         model.eval()
-        check_targets(loss, out, y[: out.shape[0]])
+        check_targets(loss, out, y)
 
         size = n if chunk_size is None else min(int(chunk_size), n)
         bounds = [(i, min(i + size, n)) for i in range(0, n, size)]
