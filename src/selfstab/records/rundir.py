@@ -231,7 +231,7 @@ class RunDir:
             if not (path / CONFIG).is_file():
                 raise ConfigError(f"run: {path} exists and is not a selfstab run directory; refusing to write into it")
             if not overwrite:
-                raise ConfigError(f"run: {path} already holds a run; pass --overwrite or choose another --out")
+                raise ConfigError(f"run: {path} already holds a run; pass --overwrite (overwrite=True in Python) or choose another --out")
             summary = _read_summary(path)
             if summary.get("status") == "running" and summary.get("pid") != os.getpid() and \
                     writer_alive(summary, _read_config(path)):
