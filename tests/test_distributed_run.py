@@ -247,3 +247,14 @@ def test_launch_errors_are_one_line(tmp_path, monkeypatch, capsys):
     assert err == ["selfstab run: error: rank 0: distributed: MASTER_ADDR, MASTER_PORT not set; launch with "
                    "`torchrun --nproc-per-node N ...` (or set them as torchrun does)"]
     assert not out.exists()
+
+
+def test_fewer_examples_than_ranks_is_one_line_per_rank(tmp_path):
+    out = tmp_path / "few"
+    code, _, err = _run([sys.executable, "-m", "selfstab", "run", "--nproc", "2", "--out", str(out),
+                         "--data.name", "synthetic", "--data.n", "1", "--model.width", "8", "--quiet"], tmp_path)
+    assert code != 0
+    for rank in (0, 1):
+        assert (f"selfstab run: error: rank {rank}: data: 1 examples for 2 ranks; every rank needs at least one "
+                f"example, so use at most 1 ranks or more data") in err.splitlines(), err[-3000:]
+    assert not out.exists()
