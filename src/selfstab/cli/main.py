@@ -157,7 +157,7 @@ def _main(argv: list[str]) -> int:
     try:
         return int(args.func(args) or 0)
     except SelfstabError as exc:
-        print(f"selfstab {args.command}: error: {rank}{exc}", file=sys.stderr)
+        _error_line(f"selfstab {args.command}: error: {rank}{exc}", rank)
         return 2
     except ImportError as exc:   # a package the command imports only when it runs
         problem = _missing(exc)
@@ -166,7 +166,7 @@ def _main(argv: list[str]) -> int:
         print(f"selfstab {args.command}: error: {problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:   # a run's RunInterrupted says where it stopped and how to continue
-        print(f"selfstab {args.command}: {rank}{str(exc) or 'interrupted'}", file=sys.stderr)
+        _error_line(f"selfstab {args.command}: {rank}{str(exc) or 'interrupted'}", rank)
         return 130
     except Exception as exc:   # under torchrun: one line naming this rank (after the traceback of a bug)
         if not rank:
@@ -176,9 +176,22 @@ def _main(argv: list[str]) -> int:
         if not peer:
             traceback.print_exc()
         what = "a collective failed: another rank stopped or hung (torchrun's summary names it); " if peer else ""
-        print(f"selfstab {args.command}: error: {rank}{what}{type(exc).__name__}{': ' + why if why else ''}",
-              file=sys.stderr, flush=True)
+        _error_line(f"selfstab {args.command}: error: {rank}{what}{type(exc).__name__}{': ' + why if why else ''}",
+                    rank)
         return 1
+
+
+def _error_line(text: str, rank: str) -> None:
+    """``text`` on stderr; under torchrun in one ``write`` call, so that ranks sharing a pipe never mix lines."""
+    try:
+        fd = sys.stderr.fileno() if rank else None
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    if fd is None:
+        print(text, file=sys.stderr)
+        return
+    sys.stderr.flush()
+    os.write(fd, (text + "\n").encode(errors="replace"))
 
 
 def _rank_prefix() -> str:
