@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError
-from .figures.style import column, lr_of, onset, png_bytes, run_title, sharpness_two_step
+from .figures.style import MOVING_WINDOW, column, lr_of, moving_average, onset, png_bytes, run_title, sharpness_two_step
 from .records import Run, load_run
 
-__all__ = ["KEY_LABELS", "key_numbers", "relative_error", "status_note", "write_report"]
+__all__ = ["KEY_LABELS", "key_numbers", "regimes", "relative_error", "status_note", "write_report"]
 
 
 def relative_error(pred: pd.Series | None, ref: pd.Series | None) -> pd.Series | None:
@@ -154,6 +154,63 @@ def key_numbers(run: Run) -> dict[str, Any]:
         "seconds_train": _num(s.get("seconds_train")),
         "seconds_track": _num(s.get("seconds_track")),
     })
+    out.update(_several(run))
+    return out
+
+
+def regimes(run: Run) -> pd.DataFrame | None:
+    """Each theory's error by regime: one row per ``k_crit`` (the central flow's critical eigenvalues,
+    ``central.k_crit``) with the number of tracked steps in it and, over those steps, the median and
+    max relative errors of the central flow's predicted loss ``L(θ_cf) + tr(X)/η`` against GD's centred
+    10-step moving average (:func:`~selfstab.figures.style.moving_average`; the window's first and
+    last steps have none) and of Theorem 1's loss ``L(θ†) + x²/η`` (``predicted.loss``) against GD's
+    loss.  None when the run has no central-flow records."""
+    k = column(run, "central", "k_crit")
+    if k is None:
+        return None
+    k = k.dropna().astype(int)
+    central_err = relative_error(column(run, "central", "predicted_loss"), moving_average(column(run, "gd", "loss")))
+    theorem_err = relative_error(column(run, "predicted", "loss"), column(run, "gd", "loss"))
+    rows = []
+    for kc in sorted(set(k.to_numpy().tolist())):
+        steps = k.index[k.to_numpy() == kc]
+        row: dict[str, Any] = {"k_crit": kc, "steps": len(steps)}
+        for name, err in (("central", central_err), ("theorem1", theorem_err)):
+            sub = None if err is None else err[err.index.isin(steps)]
+            sub = sub if sub is not None and len(sub) else None
+            row[f"{name}_median_rel_err"] = _stat(sub, "median")
+            row[f"{name}_max_rel_err"] = _stat(sub, "max")
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("k_crit")
+
+
+def _several(run: Run) -> dict[str, Any]:
+    """Key numbers of the central flow and θ†_k (none when the run tracked neither), and the regimes
+    flattened as ``regime_k{k}_…`` (:func:`regimes`)."""
+    if "central" not in run.records and "kconstrained" not in run.records:
+        return {}
+    central_err = relative_error(column(run, "central", "predicted_loss"), moving_average(column(run, "gd", "loss")))
+    residuals = [c for c in (column(run, "central", "sdcp_residual"), column(run, "kconstrained", "sdcp_residual"))
+                 if c is not None]
+    out: dict[str, Any] = {
+        "central_median_rel_err_loss": _stat(central_err, "median"),
+        "central_max_rel_err_loss": _stat(central_err, "max"),
+        "central_dist_gd_end": _stat(column(run, "central", "dist_gd"), "last"),
+        "central_max_x_rank": _stat(column(run, "central", "x_rank"), "max"),
+        "kconstrained_dist_gd_end": _stat(column(run, "kconstrained", "dist_gd"), "last"),
+        "kconstrained_median_dist_gd": _stat(column(run, "kconstrained", "dist_gd"), "median"),
+        "kconstrained_max_residual_sharpness": _stat(column(run, "kconstrained", "residual_sharpness"), "max"),
+        "max_sdcp_residual": _stat(pd.concat(residuals), "max") if residuals else None,
+    }
+    flag = column(run, "constrained", "outside_assumptions")
+    if flag is not None:
+        hit = flag.index[flag.to_numpy() > 0]
+        out["outside_assumptions_from"] = int(hit[0]) if len(hit) else None
+    table = regimes(run)
+    if table is not None:
+        for kc, row in table.iterrows():
+            for key, value in row.items():
+                out[f"regime_k{kc}_{key}"] = int(value) if key == "steps" else _num(value)
     return out
 
 
@@ -183,6 +240,15 @@ KEY_LABELS = [
     ("gd_dist_constrained_end", "‖θ_t − θ†_t‖ at the end"),
     ("flow_dist_gd_end", "gradient flow: distance from GD at the end"),
     ("flow_dist_constrained_end", "gradient flow: distance from θ† at the end"),
+    ("outside_assumptions_from", "single-eigenvalue theory flagged outside its assumptions from step"),
+    ("central_median_rel_err_loss", f"central flow L+tr(X)/η vs GD's {MOVING_WINDOW}-step average: median relative error"),
+    ("central_max_rel_err_loss", "… max relative error"),
+    ("central_dist_gd_end", "central flow: ‖θ_GD − θ_cf‖ at the end"),
+    ("central_max_x_rank", "central flow: largest rank(X) (directions that oscillate)"),
+    ("kconstrained_dist_gd_end", "θ†_k: ‖θ_GD − θ†_k‖ at the end"),
+    ("kconstrained_median_dist_gd", "θ†_k: median ‖θ_GD − θ†_k‖"),
+    ("kconstrained_max_residual_sharpness", "θ†_k: largest projection residual η·max(0, λ−2/η)"),
+    ("max_sdcp_residual", "largest SDCP KKT residual (central flow, θ†_k)"),
     ("mean_hvps", "HVPs per tracked step (mean)"),
     ("mean_grads", "gradients per tracked step (mean)"),
     ("mean_d3", "∇³L(u,u) per tracked step (mean)"),
@@ -196,8 +262,21 @@ KEY_LABELS = [
 ALWAYS_SHOWN = ("lr", "onset_step", "onset_sharpness", "stop_reason", "tracked_steps")
 
 
+_REGIME_LABELS = {"steps": "steps",
+                  "central_median_rel_err": f"central flow vs GD's {MOVING_WINDOW}-step average: median relative error",
+                  "central_max_rel_err": "… max relative error",
+                  "theorem1_median_rel_err": "Theorem 1 loss vs GD: median relative error",
+                  "theorem1_max_rel_err": "… max relative error"}
+
+
+def _regime_labels(numbers: list[dict]) -> list[tuple[str, str]]:
+    """``(key, label)`` of the ``regime_k{k}_…`` numbers present in any of ``numbers``, by k."""
+    ks = sorted({int(key[len("regime_k"):].split("_", 1)[0]) for n in numbers for key in n if key.startswith("regime_k")})
+    return [(f"regime_k{k}_{field}", f"k_crit = {k}: {label}") for k in ks for field, label in _REGIME_LABELS.items()]
+
+
 def _rows(numbers: dict) -> list[tuple[str, Any]]:
-    return [(label, numbers.get(key)) for key, label in KEY_LABELS
+    return [(label, numbers.get(key)) for key, label in KEY_LABELS + _regime_labels([numbers])
             if key in ALWAYS_SHOWN or numbers.get(key) is not None]
 
 
@@ -316,7 +395,7 @@ def _config_differences(runs: list[Run]) -> list[tuple[str, list[Any]]]:
 
 
 def _compare_rows(numbers: list[dict]) -> list[tuple[str, list[Any]]]:
-    return [(label, [n.get(key) for n in numbers]) for key, label in KEY_LABELS
+    return [(label, [n.get(key) for n in numbers]) for key, label in KEY_LABELS + _regime_labels(numbers)
             if key in ALWAYS_SHOWN or any(n.get(key) is not None for n in numbers)]
 
 

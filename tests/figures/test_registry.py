@@ -36,7 +36,7 @@ def test_available_follows_the_records(make_run, tmp_path, processes, figures):
 
 
 def test_registry_entries():
-    assert list(FIGURES) == ["1", "4", "e", "5", "6"]
+    assert list(FIGURES) == ["1", "4", "e", "5", "6", "c"]
     stems = [o.stem for spec in FIGURES.values() for o in spec.outputs]
     assert len(stems) == len(set(stems)) and "figure4_zoom" in stems
     assert {n for n, spec in FIGURES.items() if spec.combined} == {"4", "6"}
@@ -55,7 +55,7 @@ def test_missing_says_what_and_how(make_run, tmp_path):
 def test_parse_names():
     assert parse_names("E, 1") == ["1", "e"] and parse_names("all") == list(FIGURES)
     assert parse_names(None) is None and parse_names(["6", "4"]) == ["4", "6"]
-    with pytest.raises(ConfigError, match="--figures: unknown figure 7; choose from 1,4,e,5,6"):
+    with pytest.raises(ConfigError, match="--figures: unknown figure 7; choose from 1,4,e,5,6,c"):
         parse_names("1,7")
 
 
@@ -133,7 +133,9 @@ def test_zoom_window_outside_the_records(make_run, tmp_path, capsys):
 
 def test_the_run_command_draws_through_the_registry(tracked_run, tmp_path):
     folder = tracked_run.path / "figures"
-    assert _stems(folder) == _files(*(o.stem for spec in FIGURES.values() for o in spec.outputs))
+    drawable = [spec for spec in FIGURES.values() if spec.name in available(tracked_run)]
+    assert [spec.name for spec in FIGURES.values() if spec not in drawable] == ["c"]   # no central flow tracked
+    assert _stems(folder) == _files(*(o.stem for spec in drawable for o in spec.outputs))
     assert len(draw_figures(tracked_run, "5", out=tmp_path)) == 2
 
 

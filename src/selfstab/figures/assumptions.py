@@ -77,9 +77,15 @@ def appendix_e(run, out_dir: str | Path, stem: str = "appendix_e") -> list[Path]
     return save(make_appendix_e(run), out_dir, stem)
 
 
-def _eigen_series(run) -> dict[int, tuple[pd.Series, str]]:
-    """The top eigenvalues of ∇²L(θ†) by index (0 = λ₁): ``diagnostics.eig_i`` (every k steps), with
-    λ₁ = ``constrained.sharpness`` (every step) when that is denser."""
+def _eigen_series(run) -> tuple[dict[int, tuple[pd.Series, str]], str]:
+    """The top eigenvalues by index (0 = λ₁) and the trajectory they are measured along.
+
+    Along θ†: ``diagnostics.eig_i`` (every k steps), with λ₁ = ``constrained.sharpness`` (every step)
+    when that is denser.  A run that tracked several unstable eigenvalues has the critical block
+    of ``θ†_k`` (``kconstrained.lambda_i``, else the central flow's) at every step: those replace
+    the θ† series index by index where they are denser (θ† itself is only meaningful while one
+    eigenvalue is unstable).  The block holds every eigenvalue above the critical threshold plus
+    one guard, so ``λ_i`` is recorded from shortly before it becomes critical."""
     out: dict[int, tuple[pd.Series, str]] = {}
     frame = run.records.get("diagnostics")
     if frame is not None:
@@ -90,7 +96,26 @@ def _eigen_series(run) -> dict[int, tuple[pd.Series, str]]:
     s = column(run, "constrained", "sharpness")
     if s is not None and (0 not in out or s.notna().sum() > out[0][0].notna().sum()):
         out[0] = (s, "dense")
-    return dict(sorted(out.items()))
+    along = "theta_dagger"
+    for process in ("kconstrained", "central"):
+        frame = run.records.get(process)
+        if frame is None:
+            continue
+        block = {}
+        for name in frame.columns:
+            m = re.fullmatch(r"lambda_(\d+)", name)
+            if m and column(run, process, name) is not None:
+                block[int(m.group(1)) - 1] = column(run, process, name)
+        if block:
+            for i, b in block.items():
+                if i not in out or b.notna().sum() >= out[i][0].notna().sum():
+                    out[i] = (b, "dense")
+            along = process
+            break
+    return dict(sorted(out.items())), along
+
+
+_ALONG = {"theta_dagger": r"\theta^\dagger_t", "kconstrained": r"\theta^\dagger_{k,t}", "central": r"\theta_{cf}(t)"}
 
 
 def _first_at_least(s: pd.Series, level: float) -> int | None:
@@ -99,16 +124,31 @@ def _first_at_least(s: pd.Series, level: float) -> int | None:
 
 
 def stop_factor(run) -> float | None:
-    """``track.stop_lambda2`` of the run's config (tracking stops once λ₂(θ†) ≥ it/η); None if absent."""
+    """``track.stop_lambda2`` of the run's config (the λ₂ rule acts once λ₂(θ†) ≥ it/η); None if absent or 0."""
     value = (run.config.get("track") or {}).get("stop_lambda2")
-    return float(value) if value is not None else None
+    return float(value) if value else None
+
+
+def rule_kind(run) -> str:
+    """What the run's λ₂ rule did: ``"stop"`` (tracking ended there) or ``"flag"`` (the single-eigenvalue
+    processes were marked ``outside_assumptions`` and tracking went on); as
+    :func:`~selfstab.processes.lockstep.lambda2_rule_kind` decides from the config."""
+    track = run.config.get("track") or {}
+    rule = track.get("lambda2_rule", "auto")
+    if rule in ("stop", "flag"):
+        return rule
+    several = any(p in (track.get("processes") or ()) for p in ("central", "kconstrained"))
+    return "flag" if several else "stop"
 
 
 def make_figure5(run):
-    """Figure 5: the top eigenvalues of ∇²L over time — before θ₀ the measured sharpness of GD
-    (``train``), after it the top-k eigenvalues along θ† — with 2/η, the stop line
-    ``track.stop_lambda2/η``, and a vertical line in each eigenvalue's colour where it first reaches
-    2/η (dotted where it only reaches the stop line), each named in the legend.
+    """Figure 5 (the paper's): the top eigenvalues of ∇²L over time — before θ₀ the measured
+    sharpness of GD (``train``), after it the top-k eigenvalues along θ† (or, when the run tracked
+    the k-constrained trajectory or the central flow, their critical block at every step, see
+    :func:`_eigen_series`) — with 2/η, the λ₂ rule's line ``track.stop_lambda2/η`` (where tracking
+    stopped, or where the single-eigenvalue theory was flagged outside its assumptions), and a
+    vertical line in each eigenvalue's colour at the step where it becomes unstable (first reaches
+    2/η; dotted where it only reaches the rule's line), each named in the legend.
 
     λ₁(θ†) is held at 2/η by construction: it is drawn thick and above the (thin, dashed) 2/η line,
     so that it stays visible.  Eigenvalues measured every k steps (``diagnostics``) are markers."""
@@ -122,7 +162,8 @@ def make_figure5(run):
     train_s = column(run, "train", "sharpness")
     plot_process(ax, train_s, "train", mode="points", color="C0", ms=2, lw=0.8,
                  label=r"$\lambda_1$ along GD to $\theta_0$")
-    eigs = _eigen_series(run)
+    eigs, along = _eigen_series(run)
+    where = _ALONG[along]
     if not eigs:
         missing.append("no eigenvalues along θ† (diagnostics.eig_i, constrained.sharpness)")
     for i, (s, mode) in eigs.items():
@@ -130,7 +171,7 @@ def make_figure5(run):
         name = rf"$\lambda_{{{i + 1}}}$"
         kw = dict(lw=1.8, zorder=3) if mode == "dense" else dict(zorder=3)
         plot_process(ax, s, "constrained", mode=mode, shift=shift, color=color, ls="-",
-                     label=rf"$\lambda_{{{i + 1}}}(\theta^\dagger_t)$", **kw)
+                     label=rf"$\lambda_{{{i + 1}}}({where})$", **kw)
         if not lr > 0:
             continue
         level = REACHED * 2.0 / lr
@@ -144,12 +185,13 @@ def make_figure5(run):
             near = _first_at_least(s, REACHED * stop / lr)
             if near is not None:
                 ax.axvline(near + shift, color=color, lw=1.0, ls=":",
-                           label=rf"{name} reaches the stop line (step {near + shift})")
+                           label=rf"{name} reaches the {rule_kind(run)} line (step {near + shift})")
     if step0 is None and eigs:
         missing.append("onset unknown: steps along θ† counted from θ₀")
     edge_line(ax, lr, zorder=2)   # under λ₁(θ†) (zorder 3), which sits on it
     if lr > 0 and stop is not None:
-        ax.axhline(stop / lr, color="0.6", ls=":", lw=1.0, label=rf"stop: $\lambda_2 = {stop:g}/\eta$")
+        what = "stop" if rule_kind(run) == "stop" else "single-eigenvalue theory flagged"
+        ax.axhline(stop / lr, color="0.6", ls=":", lw=1.0, label=rf"{what}: $\lambda_2 = {stop:g}/\eta$")
     ax.set_xlabel("step $t$ (from initialization)" if step0 is not None else r"step $t$ since $\theta_0$")
     ax.set_ylabel("eigenvalues of the Hessian")
     ax.set_title(f"Figure 5: top eigenvalues enter the edge in turn — {lr_label(run)}, {run_title(run)}", fontsize=10)

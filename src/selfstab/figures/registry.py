@@ -84,6 +84,11 @@ def _figure5(runs, **_):
     return make_figure5(runs[0])
 
 
+def _central(runs, **_):
+    from .central import make_central
+    return make_central(runs[0])
+
+
 def _figure6(runs, **_):
     from .paper import make_figure6
     return make_figure6(runs)
@@ -115,6 +120,13 @@ FIGURES: dict[str, FigureSpec] = {spec.name: spec for spec in (
                     "train with held-out examples (data.n_test > 0)"),
                (Output("figure6", "Figure 6: training loss, test accuracy and sharpness", _figure6),),
                combined=True),
+    FigureSpec("c", "several unstable eigenvalues: GD against the central flow and θ†_k",
+               Need(("central",), "central-flow records (central)",
+                    "track the central flow: `selfstab run --track.processes gd,constrained,predicted,flow,central,"
+                    "kconstrained,diagnostics`"),
+               (Output("central", "GD's loss and its 10-step moving average against the central flow's prediction "
+                                  "L + tr(X)/η; k_crit and rank(X); distances to GD of the central flow, θ†_k and "
+                                  "gradient flow", _central),)),
 )}
 
 
@@ -243,7 +255,7 @@ def draw_figures(runs, names: Sequence[str] | str | None = None, out: str | os.P
     """Draw the figures ``names`` (default: every figure the records allow) of ``runs`` as PNG + PDF.
 
     ``runs``: a run (:class:`~selfstab.records.Run` or its folder) or several.  Per-run figures
-    (1, e, 5) go to ``out``, or with several runs to ``out/<run name>``; figures that combine the
+    (1, e, 5, c) go to ``out``, or with several runs to ``out/<run name>``; figures that combine the
     runs (4, 6) go to ``out``.  Without ``out``: ``RUN/figures`` for each run, and the combined
     ones of several runs to ``figures/`` beside the first.  ``opts``: ``zoom=(first, last)`` for
     Figure 4's zoom.  ``strict`` (default: whether ``names`` were given): a figure whose runs have

@@ -36,6 +36,7 @@ PROCESSES: dict[str, ProcessStyle] = {
     "flow": ProcessStyle("gradient flow", "#d62728", "-"),
     "central": ProcessStyle("central flow", "#8c564b", "-."),
     "constrained_k": ProcessStyle(r"$k$-constrained trajectory", "#17becf", "-"),
+    "kconstrained": ProcessStyle(r"$k$-constrained trajectory $\theta^\dagger_k$", "#17becf", "-"),
     "train": ProcessStyle("gradient descent", "#1f77b4", "-"),
 }
 
@@ -92,6 +93,18 @@ def dense(s: pd.Series) -> pd.Series:
     if len(s) == 0:
         return s
     return s.reindex(pd.RangeIndex(int(s.index.min()), int(s.index.max()) + 1, name=s.index.name))
+
+
+MOVING_WINDOW = 10  # GD steps in the moving average that the central flow's predicted loss is held against
+
+
+def moving_average(s: pd.Series | None, window: int = MOVING_WINDOW) -> pd.Series | None:
+    """The centred ``window``-step moving average of ``s`` on its step grid (NaN where the window is not
+    full, at the ends or over a gap): GD's time-averaged loss, which the central flow predicts
+    (docs/theory.md §10).  None stays None."""
+    if s is None:
+        return None
+    return dense(s).rolling(window, center=True, min_periods=window).mean()
 
 
 def two_step_average(s):

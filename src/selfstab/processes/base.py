@@ -132,10 +132,20 @@ def tensor_finite(v: Tensor | None) -> bool:
 
 
 class StopRule:
-    """Decides after each step whether tracking ends; ``check`` returns the reason, or ``None``."""
+    """Decides after each step whether tracking ends; ``check`` returns the reason, or ``None``.
+
+    A rule may also add fields to the step's ``records`` (see :class:`Lambda2Flag`); one that keeps state
+    across steps returns it from ``state_dict`` (``None``: stateless) so that a resumed run continues it.
+    """
 
     def check(self, ctx: Context, records: Records) -> str | None:
         return None
+
+    def state_dict(self) -> dict | None:
+        return None
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` saved."""
 
 
 class NonFinite(StopRule):
@@ -161,6 +171,52 @@ class Lambda2Threshold(StopRule):
             return (f"lambda2: λ₂(θ†) = {lam2:.4g} reached {self.factor:g}/η at step {ctx.t - 1} "
                     f"(several unstable eigenvalues)")
         return None
+
+
+# Where a λ₂ is recorded each step: (process, field).  The diagnostics' is λ₂(θ†) itself but only every
+# diagnostics_every steps; the central flow's and θ†_k's blocks are solved at every step.
+LAMBDA2_SOURCES = (("diagnostics", "lambda2"), ("central", "lambda_2"), ("kconstrained", "lambda_2"))
+# The processes whose theory assumes one unstable eigenvalue (the paper's §3–§6).
+SINGLE_EIGENVALUE = ("constrained", "predicted", "generalized")
+
+
+@dataclass
+class Lambda2Flag(StopRule):
+    """Never stops: marks the single-eigenvalue processes "outside their assumptions" instead.
+
+    Every step adds ``outside_assumptions`` (0.0 or 1.0) to the tables of the
+    processes in ``flagged`` that recorded; it becomes 1.0 at the first step
+    where any recorded λ₂ (:data:`LAMBDA2_SOURCES`: ``λ₂(θ†)`` from the
+    diagnostics, the second eigenvalue of the central flow's or ``θ†_k``'s
+    block) is ``≥ factor/η``, and stays 1.0 from then on (``since``: that
+    step).  This is the λ₂ rule of a run that tracks the central flow or
+    ``θ†_k`` (docs/theory.md §7, §10): those continue past ``λ₂ = 2/η``, the
+    single-eigenvalue predictions are kept but marked.
+    """
+
+    factor: float = 1.9
+    flagged: tuple[str, ...] = SINGLE_EIGENVALUE
+    sources: tuple[tuple[str, str], ...] = LAMBDA2_SOURCES
+    since: int | None = None
+
+    def check(self, ctx: Context, records: Records) -> str | None:
+        if self.since is None:
+            for process, name in self.sources:
+                lam2 = records.get(process, {}).get(name, math.nan)
+                if math.isfinite(lam2) and lam2 >= self.factor / ctx.lr:
+                    self.since = ctx.t - 1
+                    break
+        flag = 0.0 if self.since is None else 1.0
+        for process in self.flagged:
+            if process in records:
+                records[process]["outside_assumptions"] = flag
+        return None
+
+    def state_dict(self) -> dict | None:
+        return {"since": self.since}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.since = state.get("since")
 
 
 @dataclass

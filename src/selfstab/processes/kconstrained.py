@@ -77,6 +77,24 @@ class KGeometry:
             self._pairs = self.point.d3_pairs(self.U)
         return self._pairs
 
+    def state_dict(self) -> dict:
+        """Everything needed to rebuild this geometry without recomputing it (tensors on the CPU)."""
+        e = self.eig
+        return {"theta": self.theta.cpu(), "loss": self.point.loss.cpu(), "grad": self.point.grad.cpu(), "k": self.k,
+                "values": e.values, "vectors": e.vectors.cpu(), "images": e.images.cpu(), "residuals": e.residuals,
+                "hvps": e.hvps, "iterations": e.iterations, "converged": e.converged, "method": e.method,
+                "pairs": None if self._pairs is None else self._pairs.cpu()}
+
+    @classmethod
+    def from_state(cls, objective: Objective, state: dict) -> "KGeometry":
+        """The geometry :meth:`state_dict` saved, on ``objective``'s device."""
+        dev = objective.device
+        eig = Eigenpairs(state["values"], state["vectors"].to(dev), state["images"].to(dev), state["residuals"],
+                         int(state["hvps"]), int(state["iterations"]), bool(state["converged"]), str(state["method"]))
+        point = objective.at(state["theta"].to(dev), loss=state["loss"].to(dev), grad=state["grad"].to(dev))
+        pairs = state["pairs"]
+        return cls(point, eig, int(state["k"]), None if pairs is None else pairs.to(dev))
+
 
 def active_set(values: Tensor, lr: float, active_rtol: float = 1e-3) -> Tensor:
     """Boolean (k,): the top eigenvalue, and every one within ``active_rtol`` of ``2/η`` or above."""
@@ -201,23 +219,6 @@ def k_constrained_step(objective: Objective, geom: KGeometry, lr: float, tracker
                      **kwargs)
 
 
-def _geometry_state(geom: KGeometry) -> dict:
-    e = geom.eig
-    return {"theta": geom.theta.cpu(), "loss": geom.point.loss.cpu(), "grad": geom.point.grad.cpu(), "k": geom.k,
-            "values": e.values, "vectors": e.vectors.cpu(), "images": e.images.cpu(), "residuals": e.residuals,
-            "hvps": e.hvps, "iterations": e.iterations, "converged": e.converged, "method": e.method,
-            "pairs": None if geom._pairs is None else geom._pairs.cpu()}
-
-
-def _geometry_from_state(objective: Objective, state: dict) -> KGeometry:
-    dev = objective.device
-    eig = Eigenpairs(state["values"], state["vectors"].to(dev), state["images"].to(dev), state["residuals"],
-                     int(state["hvps"]), int(state["iterations"]), bool(state["converged"]), str(state["method"]))
-    point = objective.at(state["theta"].to(dev), loss=state["loss"].to(dev), grad=state["grad"].to(dev))
-    pairs = state["pairs"]
-    return KGeometry(point, eig, int(state["k"]), None if pairs is None else pairs.to(dev))
-
-
 def projection_fields(proj: KProjection) -> Fields:
     return {"proj_steps": float(proj.steps), "residual_sharpness": proj.residual_sharpness,
             "residual_grad": proj.residual_grad, "active": float(proj.active), "proj_converged": float(proj.converged),
@@ -234,20 +235,28 @@ class KConstrained(Process):
     steps and largest SDCP residual, and ``dist_gd = ‖θ_GD − θ†_k‖`` when a GD
     process runs before it — the distance that tests the paper's §8.2
     conjecture.
+
+    Options (named for the run's ``track`` section; the ``kproj_*`` ones are
+    this projection's own, independent of the single-eigenvalue projection's
+    ``proj_*``): ``kproj_tol``, ``kproj_max_iter``, ``kproj_coupled``,
+    ``kproj_perp``, ``kproj_chord`` and ``active_rtol`` (:func:`k_project`);
+    ``critical_threshold``, ``track_threshold``, ``block_max_k``, ``eig_tol``,
+    ``sdcp_tol`` and ``sdcp_on_fail`` are shared with the central flow (the
+    same critical set and solver settings for both).
     """
 
     name = "kconstrained"
     default = False
 
-    def __init__(self, *, eig_tol: float = 1e-7, proj_tol: float = 1e-9, proj_max_iter: int = 10,
+    def __init__(self, *, eig_tol: float = 1e-7, kproj_tol: float = 1e-9, kproj_max_iter: int = 10,
                  critical_threshold: float = 0.975, track_threshold: float | None = None, block_max_k: int | None = None,
-                 proj_coupled: bool = True, proj_perp: bool = True, proj_chord: bool = True, active_rtol: float = 1e-3,
+                 kproj_coupled: bool = True, kproj_perp: bool = True, kproj_chord: bool = True, active_rtol: float = 1e-3,
                  sdcp_tol: float = 1e-8, sdcp_on_fail: Literal["raise", "warn"] = "warn"):
         self.tracker = EigenTracker(1, **tracker_options(eig_tol))
-        self.options = dict(tol=proj_tol, max_steps=proj_max_iter, threshold=critical_threshold,
-                            track_threshold=track_threshold, max_k=block_max_k, coupled=proj_coupled, perp=proj_perp,
+        self.options = dict(tol=kproj_tol, max_steps=kproj_max_iter, threshold=critical_threshold,
+                            track_threshold=track_threshold, max_k=block_max_k, coupled=kproj_coupled, perp=kproj_perp,
                             active_rtol=active_rtol, sdcp_tol=sdcp_tol, on_fail=sdcp_on_fail)
-        self.chord = proj_chord
+        self.chord = kproj_chord
         self.geometry: KGeometry | None = None
         self.proj: Fields = {}
         self.last: Fields = {}
@@ -283,12 +292,12 @@ class KConstrained(Process):
         return all_finite(self.last.get("loss", 0.0)) and tensor_finite(self.geometry.theta if self.geometry else None)
 
     def state_dict(self) -> dict:
-        return {"geometry": _geometry_state(self.geometry), "proj": dict(self.proj),
+        return {"geometry": self.geometry.state_dict(), "proj": dict(self.proj),
                 "tracker": self.tracker.state_dict(), "k": self.tracker.k}
 
     def load_state_dict(self, state: dict) -> None:
         obj = self.objective
-        self.geometry = _geometry_from_state(obj, state["geometry"])
+        self.geometry = KGeometry.from_state(obj, state["geometry"])
         self.proj = dict(state["proj"])
         self.tracker.load_state_dict(state["tracker"], obj.device)
         self.tracker.k = int(state["k"])

@@ -30,11 +30,13 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..problem.objective import Objective
-from .base import Context, Lambda2Threshold, NonFinite, Process, Records, StepLimit, StopRule
+from .base import Context, Lambda2Flag, Lambda2Threshold, NonFinite, Process, Records, StepLimit, StopRule
+from .central import CentralFlow
 from .constrained import Constrained
 from .diagnostics import Diagnostics
 from .flow import Flow
 from .gd import GD, check_lr
+from .kconstrained import KConstrained
 from .predicted import Generalized, Predicted
 
 # Every process selfstab has, in the order they step (a process that reads ctx.next comes after
@@ -45,6 +47,8 @@ PROCESSES: dict[str, type[Process]] = {
     "predicted": Predicted,
     "generalized": Generalized,
     "flow": Flow,
+    "central": CentralFlow,
+    "kconstrained": KConstrained,
     "diagnostics": Diagnostics,
 }
 
@@ -59,9 +63,12 @@ def register_process(cls: type[Process]) -> type[Process]:
     return cls
 
 
-# Options that are not a process's: the λ₂ stop rule's threshold; and switches that leave a default
+# Options that are not a process's: the λ₂ rule's threshold and kind; and switches that leave a default
 # process out (the run's track.flow and track.generalized settings).
-RULE_OPTIONS = ("stop_lambda2",)
+RULE_OPTIONS = ("stop_lambda2", "lambda2_rule")
+LAMBDA2_RULES = ("auto", "stop", "flag")
+# Processes that track several unstable eigenvalues: with one of them the λ₂ rule flags instead of stopping.
+SEVERAL_EIGENVALUES = ("central", "kconstrained")
 SWITCHES = ("flow", "generalized")
 # track()'s own keywords, named in the "did you mean" of a misspelt option
 TRACK_KEYWORDS = ("steps", "processes", "stop_rules", "warm", "on_records", "lockstep", "allow_off_edge", "edge_tol")
@@ -104,11 +111,33 @@ def default_processes(names: Iterable[str] | None = None, **options) -> list[Pro
     return [PROCESSES[n](**{k: v for k, v in options.items() if k in _accepted(PROCESSES[n])}) for n in order]
 
 
-def default_stop_rules(stop_lambda2: float | None = 1.9) -> list[StopRule]:
-    """Non-finite state, then ``λ₂(θ†) ≥ stop_lambda2/η`` (``None``: no λ₂ rule)."""
+def lambda2_rule_kind(lambda2_rule: str = "auto", processes: Iterable[str] | None = None) -> str:
+    """``"stop"`` or ``"flag"``: ``"auto"`` flags when a process of :data:`SEVERAL_EIGENVALUES` is among
+    ``processes`` (names; ``None``: the default set, which has none) and stops otherwise."""
+    if lambda2_rule not in LAMBDA2_RULES:
+        raise ConfigError(f"track.lambda2_rule: must be one of {', '.join(LAMBDA2_RULES)}, got {lambda2_rule!r}")
+    if lambda2_rule != "auto":
+        return lambda2_rule
+    return "flag" if any(n in SEVERAL_EIGENVALUES for n in (processes or ())) else "stop"
+
+
+def default_stop_rules(stop_lambda2: float | None = 1.9, lambda2_rule: str = "auto",
+                       processes: Iterable[str] | None = None) -> list[StopRule]:
+    """Non-finite state, then the λ₂ rule at ``λ₂ ≥ stop_lambda2/η`` (``None`` or 0: no λ₂ rule).
+
+    The λ₂ rule (:func:`lambda2_rule_kind`): ``"stop"`` ends the run there
+    (:class:`~selfstab.processes.base.Lambda2Threshold`, the paper's
+    experiments and the default job); ``"flag"`` lets it continue and marks
+    the single-eigenvalue processes ``outside_assumptions``
+    (:class:`~selfstab.processes.base.Lambda2Flag`); ``"auto"`` flags when
+    ``processes`` (names) include the central flow or ``θ†_k``.
+    """
+    kind = lambda2_rule_kind(lambda2_rule, processes)
+    if stop_lambda2 is not None and not (isinstance(stop_lambda2, (int, float)) and stop_lambda2 >= 0):
+        raise ConfigError(f"track.stop_lambda2: must be a number ≥ 0 (0 or none: no λ₂ rule), got {stop_lambda2!r}")
     rules: list[StopRule] = [NonFinite()]
-    if stop_lambda2 is not None:
-        rules.append(Lambda2Threshold(stop_lambda2))
+    if stop_lambda2:
+        rules.append(Lambda2Threshold(stop_lambda2) if kind == "stop" else Lambda2Flag(stop_lambda2))
     return rules
 
 
@@ -181,8 +210,12 @@ class Lockstep:
 
     # -- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"t": self.t, "stop_reason": self.stop_reason, "counts": dict(self.objective.counts),
-                "processes": {p.name: p.state_dict() for p in self.processes}}
+        state = {"t": self.t, "stop_reason": self.stop_reason, "counts": dict(self.objective.counts),
+                 "processes": {p.name: p.state_dict() for p in self.processes}}
+        rules = [rule.state_dict() for rule in self.stop_rules]
+        if any(r is not None for r in rules):   # only rules with state (the λ₂ flag) add the key
+            state["rules"] = rules
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         if "processes" not in state:
@@ -198,6 +231,9 @@ class Lockstep:
             p.publish(self.ctx)
         self.objective.counts.clear()
         self.objective.counts.update(state["counts"])
+        for rule, saved in zip(self.stop_rules, state.get("rules", ())):
+            if saved is not None and rule.state_dict() is not None:
+                rule.load_state_dict(saved)
 
     @classmethod
     def from_state(cls, objective: Objective, lr: float, state: dict, processes: Sequence[Process] | None = None,
@@ -277,7 +313,8 @@ def track(objective: Objective, theta0: Tensor | None, lr: float, steps: int = 8
     ``steps``: GD steps from ``θ₀`` (time restarts at 0 there).  ``processes``:
     process objects or names (default: :func:`default_processes`); keyword
     ``options`` set their tolerances (``eig_tol``, ``proj_tol``,
-    ``flow_method``, ``diagnostics_every``, …, and ``stop_lambda2``; an unknown
+    ``flow_method``, ``diagnostics_every``, …, and the λ₂ rule's
+    ``stop_lambda2``/``lambda2_rule``, see :func:`default_stop_rules`; an unknown
     one is an error that suggests the nearest).  ``warm``: eigenvectors found
     at the edge (``gd_to_edge(...).eig.vectors``).  ``on_records(t, records)``
     streams each step; ``lockstep`` continues an existing (e.g. resumed) run
@@ -304,7 +341,8 @@ def track(objective: Objective, theta0: Tensor | None, lr: float, steps: int = 8
                               f"your process objects instead")
         if not allow_off_edge:
             check_edge(objective, theta0, lr, warm, edge_tol)
-        rules = default_stop_rules(**rule_options) if stop_rules is None else stop_rules
+        names = [p if isinstance(p, str) else p.name for p in processes]
+        rules = default_stop_rules(**rule_options, processes=names) if stop_rules is None else stop_rules
         lockstep = Lockstep(objective, lr, processes, stop_rules=rules).start(theta0, warm)
     result = TrackResult(lockstep=lockstep)
     limit = StepLimit(steps)
