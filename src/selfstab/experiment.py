@@ -223,7 +223,7 @@ def track_phase(cfg: RunConfig, run: RunDir, edge: dict, problem: Problem | None
     obj = problem.objective.to(torch.float64)
     lr, tc = cfg.lr, cfg.track
     processes = default_processes(tc.processes, **track_options(tc))
-    rules = default_stop_rules(tc.stop_lambda2)
+    rules = default_stop_rules(tc.stop_lambda2, tc.lambda2_rule, [p.name for p in processes])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # projection/eigen shortfalls are recorded per step
         if resume_state is None:
