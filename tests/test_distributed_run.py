@@ -258,3 +258,41 @@ def test_fewer_examples_than_ranks_is_one_line_per_rank(tmp_path):
         assert (f"selfstab run: error: rank {rank}: data: 1 examples for 2 ranks; every rank needs at least one "
                 f"example, so use at most 1 ranks or more data") in err.splitlines(), err[-3000:]
     assert not out.exists()
+
+
+MISMATCH = '''
+import sys, torch
+from selfstab import distributed
+from selfstab.distributed import RankMismatchError
+from selfstab.experiment import _checkpoint
+from selfstab.records import RunDir
+distributed.init(backend="gloo", timeout=60)
+r = distributed.rank()
+run = RunDir.create(sys.argv[1], {"seed": 0})
+_checkpoint(run, 3, {"theta": torch.arange(5.0), "warm": torch.ones(2, 5)})       # the same on both ranks
+try:
+    _checkpoint(run, 4, {"theta": torch.arange(5.0) + 1e-12 * r, "warm": torch.ones(2, 5)})
+except RankMismatchError as exc:
+    print(f"rank {r}: {exc}", flush=True)
+latest = run.rewind_to_checkpoint()           # barrier, then both ranks read what rank 0 wrote
+print(f"rank {r}: read step {latest[0]} theta {latest[1]['theta'].tolist()} world {run.checkpoint_world_size}",
+      flush=True)
+distributed.shutdown()
+'''
+
+
+def test_state_check_at_checkpoints_and_the_barrier_read(tmp_path):
+    """θ that differs by one ulp-sized change on rank 1 is caught at the checkpoint, which is not written; both
+    ranks then read rank 0's earlier checkpoint after the barrier."""
+    script = tmp_path / "mismatch.py"
+    script.write_text(MISMATCH)
+    out = tmp_path / "run"
+    code, text, err = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                            str(script), str(out)], tmp_path, timeout=120)
+    assert code == 0, err[-3000:]
+    lines = set(x for x in text.splitlines() if x.startswith("rank "))
+    mismatch = ("state at checkpoint step 4: rank 1 holds a different state at checkpoint step 4 than rank 0 "
+                "(bitwise checksums differ); the replicated computation diverged across ranks")
+    assert lines == {*(f"rank {r}: {mismatch}" for r in (0, 1)),
+                     *(f"rank {r}: read step 3 theta [0.0, 1.0, 2.0, 3.0, 4.0] world 2" for r in (0, 1))}, text
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["ckpt-000000-step3.pt"]
