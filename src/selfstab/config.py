@@ -457,25 +457,25 @@ class TrackConfig:
     even_part: bool = False  # with generalized: use the even part of F_t
     diagnostics_every: int = 25  # steps between Appendix E diagnostics (they cost tensor power iterations)
     k_eigs: int = 2  # top eigenvalues tracked along θ† (λ₂ decides when to stop)
-    stop_lambda2: float = 1.9  # the λ₂ rule acts once λ₂(θ†) ≥ stop_lambda2/η (several unstable directions, §8.2); 0: no λ₂ rule
-    lambda2_rule: Literal["auto", "stop", "flag"] = "auto"  # stop: end the run; flag: mark constrained/predicted/generalized outside_assumptions and go on; auto: flag when central or kconstrained runs
+    stop_lambda2: float = 1.9  # the λ₂ rule acts once λ₂(θ†) ≥ stop_lambda2/η (§8.2); 0: no λ₂ rule
+    lambda2_rule: Literal["auto", "stop", "flag"] = "auto"  # stop the run, or flag outside_assumptions; auto: flag with central/kconstrained
     critical_threshold: float = 0.975  # central/kconstrained: eigenvalues ≥ this·2/η are critical (enter the SDCP)
-    track_threshold: Optional[float] = None  # central/kconstrained: the tracked block covers eigenvalues ≥ this·2/η plus a guard; none: critical_threshold
+    track_threshold: Optional[float] = None  # central/kconstrained: block covers λ ≥ this·2/η + a guard; none: critical
     block_max_k: Optional[int] = None  # central/kconstrained: most eigenpairs in the tracked block; none: no cap
     sdcp_tol: float = 1e-8  # central/kconstrained: KKT residual tolerance of each SDCP solve
-    sdcp_on_fail: Literal["raise", "warn"] = "warn"  # central/kconstrained: an SDCP solve above sdcp_tol warns (and is recorded) or raises
-    central_substeps: Optional[int] = None  # central: Euler substeps per GD step; none: adaptive (⌈η λ_nc/central_stiffness⌉)
+    sdcp_on_fail: Literal["raise", "warn"] = "warn"  # central/kconstrained: an SDCP solve above sdcp_tol warns or raises
+    central_substeps: Optional[int] = None  # central: Euler substeps per GD step; none: adaptive
     central_min_substeps: int = 2  # central: fewest adaptive substeps
     central_max_substeps: int = 32  # central: most adaptive substeps
-    central_stiffness: float = 0.5  # central: adaptive substeps keep η·λ·dt ≤ this on the largest non-critical eigenvalue
-    central_pairs_every: int = 1  # central: recompute the pair vectors ∇³L(u_i, u_j) every this many substeps (reused, rotated, between)
+    central_stiffness: float = 0.5  # central: adaptive substeps keep η·λ·dt ≤ this off the critical set
+    central_pairs_every: int = 1  # central: fresh pair vectors ∇³L(u_i, u_j) every this many substeps
     central_exact_drift: bool = True  # central: with reused pairs, D(X) from one fresh third-derivative product
     kproj_tol: float = 1e-9  # kconstrained: stop projecting onto M_k when both residuals are below this
     kproj_max_iter: int = 10  # kconstrained: most linearized steps per projection onto M_k
     kproj_coupled: bool = True  # kconstrained: the linearized step includes the coupling term C (docs/theory.md §10)
     kproj_perp: bool = True  # kconstrained: use the pair vectors' parts orthogonal to the critical span
-    kproj_chord: bool = True  # kconstrained: linearized steps reuse the pair vectors at θ†_k,t (rotated); false: fresh ones
-    active_rtol: float = 1e-3  # kconstrained: u_i·∇L = 0 is imposed for critical λ_i ≥ (1 − active_rtol)·2/η (and the top one)
+    kproj_chord: bool = True  # kconstrained: linearized steps reuse the pair vectors at θ†_k,t; false: fresh
+    active_rtol: float = 1e-3  # kconstrained: impose u_i·∇L = 0 for λ_i ≥ (1 − active_rtol)·2/η (and λ₁)
     checkpoint_every: int = 100  # steps between checkpoints (records are flushed with each)
 
     def validate(self) -> Iterator[tuple[str, str]]:
