@@ -156,7 +156,7 @@ class Lockstep:
         names = [p.name for p in self.processes]
         if len(set(names)) != len(names):
             raise ConfigError(f"processes: two processes share a name in {names}; names are the record tables")
-        self.stop_rules = list(default_stop_rules() if stop_rules is None else stop_rules)
+        self.stop_rules = list(default_stop_rules(processes=names) if stop_rules is None else stop_rules)
         self.ctx = Context(self.objective, self.lr, processes={p.name: p for p in self.processes})
         for p in self.processes:
             p.setup(self.ctx)
