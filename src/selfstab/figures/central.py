@@ -60,13 +60,15 @@ def make_central(run):
     finish_empty(ax_k)
 
     d_notes = []
-    for process, label in (("central", r"$\|\theta_{GD} - \theta_{cf}\|$ (central flow)"),
-                           ("kconstrained", r"$\|\theta_{GD} - \theta^\dagger_k\|$ ($k$-constrained)"),
-                           ("flow", r"$\|\theta_{GD} - \theta_{flow}\|$ (gradient flow)")):
+    # θ†_k wide and pale underneath, the central flow on top: the two can nearly coincide
+    for process, label, look in (
+            ("kconstrained", r"$\|\theta_{GD} - \theta^\dagger_k\|$ ($k$-constrained)", dict(lw=3.0, alpha=0.45)),
+            ("central", r"$\|\theta_{GD} - \theta_{cf}\|$ (central flow)", dict(lw=1.3, zorder=3)),
+            ("flow", r"$\|\theta_{GD} - \theta_{flow}\|$ (gradient flow)", dict(lw=1.3))):
         s = column(run, process, "dist_gd")
         if s is not None:
             s = s.where(s > 0)                 # log scale: the 0 at θ₀ is not drawn
-        if not plot_process(ax_d, s, process, label=label, lw=1.3):
+        if not plot_process(ax_d, s, process, label=label, **look):
             d_notes.append(f"not recorded: {process}.dist_gd")
     if ax_d.lines:
         ax_d.set_yscale("log")
