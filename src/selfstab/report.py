@@ -192,7 +192,10 @@ def _several(run: Run) -> dict[str, Any]:
     central_err = relative_error(column(run, "central", "predicted_loss"), moving_average(column(run, "gd", "loss")))
     residuals = [c for c in (column(run, "central", "sdcp_residual"), column(run, "kconstrained", "sdcp_residual"))
                  if c is not None]
+    from .figures.assumptions import rule_kind
+
     out: dict[str, Any] = {
+        "lambda2_rule": rule_kind(run),
         "central_median_rel_err_loss": _stat(central_err, "median"),
         "central_max_rel_err_loss": _stat(central_err, "max"),
         "central_dist_gd_end": _stat(column(run, "central", "dist_gd"), "last"),
@@ -240,6 +243,7 @@ KEY_LABELS = [
     ("gd_dist_constrained_end", "‖θ_t − θ†_t‖ at the end"),
     ("flow_dist_gd_end", "gradient flow: distance from GD at the end"),
     ("flow_dist_constrained_end", "gradient flow: distance from θ† at the end"),
+    ("lambda2_rule", "λ₂ rule: stop the run, or flag the single-eigenvalue processes"),
     ("outside_assumptions_from", "single-eigenvalue theory flagged outside its assumptions from step"),
     ("central_median_rel_err_loss", f"central flow L+tr(X)/η vs GD's {MOVING_WINDOW}-step average: median relative error"),
     ("central_max_rel_err_loss", "… max relative error"),
