@@ -97,6 +97,33 @@ def test_ctrl_c_in_training_says_where_and_resume_continues_it_bit_for_bit(tmp_p
     assert (s["train_grads"], s["train_hvps"]) == (r["train_grads"], r["train_hvps"])
 
 
+def test_fixed_step_training_checkpoints_and_resumes_bit_for_bit(tmp_path, monkeypatch, capsys):
+    """Figure 6's path (train.stop_at_edge = false, or η_t = 1/S) checkpoints like the edge search."""
+    args = [*TRAIN_ARGS, "--train.stop_at_edge", "false", "--train.max_steps", "45", "--train.schedule",
+            "inverse_sharpness"]
+    ref = tmp_path / "ref"
+    assert main(["train", "--out", str(ref), *args]) == 0
+    real = experiment.gd_run
+
+    def interrupted(*a, progress=None, **kw):
+        def stop_at_33(t, r):
+            if t == 33:
+                raise KeyboardInterrupt
+            progress(t, r)
+        return real(*a, progress=stop_at_33, **kw)
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(experiment, "gd_run", interrupted)
+    assert main(["train", "--out", str(run), *args]) == 130
+    last = read_latest_checkpoint(run)
+    assert last["state"]["phase"] == "train" and last["state"]["gd"]["t"] == 20
+    assert "continues from training step 20" in capsys.readouterr().err
+    monkeypatch.setattr(experiment, "gd_run", real)
+    assert main(["resume", str(run)]) == 0
+    _same_records(ref, run)
+    assert len(load_run(run).records["train"]) == 46
+
+
 # ------------------------------------------------------------------------------------- watching a run
 
 

@@ -122,7 +122,7 @@ def train_phase(cfg: RunConfig, run: RunDir, problem: Problem | None = None, res
     The edge search checkpoints every ``train.checkpoint_every`` steps (phase "train"); ``resume_state``
     (such a checkpoint) continues it.  ``where["step"]`` follows the current step (for Ctrl-C's message).
     With ``train.stop_at_edge = false`` or the ``inverse_sharpness`` schedule, GD runs ``max_steps``
-    steps instead (Figure 6), unchecked, and nothing is tracked.
+    steps instead (Figure 6; checkpointed the same way), and nothing is tracked.
     """
     where = {} if where is None else where
     where.update(phase="training", step=0 if resume_state is None else int(resume_state["gd"]["t"]))
@@ -158,7 +158,9 @@ def train_phase(cfg: RunConfig, run: RunDir, problem: Problem | None = None, res
         try:
             if fixed:
                 gd_run(obj, lr, cfg.train.max_steps, schedule=cfg.train.schedule, measure_every=cfg.train.every[1],
-                       tracker=tracker, evaluate=evaluator(problem), on_record=on_record, progress=progress)
+                       tracker=tracker, evaluate=evaluator(problem), on_record=on_record, progress=progress,
+                       on_checkpoint=on_checkpoint, checkpoint_every=cfg.train.checkpoint_every,
+                       state=None if resume_state is None else resume_state["gd"])
             else:
                 edge = gd_to_edge(obj, lr, max_steps=cfg.train.max_steps, every=cfg.train.every, tracker=tracker,
                                   on_record=on_record, progress=progress, evaluate=evaluator(problem),
