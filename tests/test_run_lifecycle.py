@@ -68,19 +68,22 @@ def test_gd_to_edge_resumed_from_any_checkpoint_is_the_uninterrupted_search():
         assert torch.equal(again.theta0, ref.theta0) and again.counts == ref.counts
 
 
+def _interrupted_at(real, step: int):
+    """``real`` (gd_to_edge or gd_run) with a Ctrl-C arriving when step ``step`` is reported."""
+    def interrupted(*args, progress=None, **kwargs):
+        def stop(t, r):
+            if t == step:
+                raise KeyboardInterrupt
+            progress(t, r)
+        return real(*args, progress=stop, **kwargs)
+    return interrupted
+
+
 def test_ctrl_c_in_training_says_where_and_resume_continues_it_bit_for_bit(tmp_path, monkeypatch, capsys):
     reference = experiment.start(_cfg(TRAIN, tmp_path / "ref"), train_only=True)
     real = experiment.gd_to_edge
-
-    def interrupted(*args, progress=None, **kwargs):
-        def stop_at_70(t, r):
-            if t == 70:
-                raise KeyboardInterrupt
-            progress(t, r)
-        return real(*args, progress=stop_at_70, **kwargs)
-
     run = tmp_path / "run"
-    monkeypatch.setattr(experiment, "gd_to_edge", interrupted)
+    monkeypatch.setattr(experiment, "gd_to_edge", _interrupted_at(real, 70))
     assert main(["train", "--out", str(run), *TRAIN_ARGS]) == 130
     err = capsys.readouterr().err.strip()
     last = read_latest_checkpoint(run)
@@ -104,16 +107,8 @@ def test_fixed_step_training_checkpoints_and_resumes_bit_for_bit(tmp_path, monke
     ref = tmp_path / "ref"
     assert main(["train", "--out", str(ref), *args]) == 0
     real = experiment.gd_run
-
-    def interrupted(*a, progress=None, **kw):
-        def stop_at_33(t, r):
-            if t == 33:
-                raise KeyboardInterrupt
-            progress(t, r)
-        return real(*a, progress=stop_at_33, **kw)
-
     run = tmp_path / "run"
-    monkeypatch.setattr(experiment, "gd_run", interrupted)
+    monkeypatch.setattr(experiment, "gd_run", _interrupted_at(real, 33))
     assert main(["train", "--out", str(run), *args]) == 130
     last = read_latest_checkpoint(run)
     assert last["state"]["phase"] == "train" and last["state"]["gd"]["t"] == 20
