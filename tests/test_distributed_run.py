@@ -268,15 +268,20 @@ from selfstab.experiment import _checkpoint
 from selfstab.records import RunDir
 distributed.init(backend="gloo", timeout=60)
 r = distributed.rank()
+
+
+def say(line):   # one write per line: two ranks share the pipe, and a write under PIPE_BUF is never split
+    sys.stdout.write(line + "\\n")
+    sys.stdout.flush()
+
 run = RunDir.create(sys.argv[1], {"seed": 0})
 _checkpoint(run, 3, {"theta": torch.arange(5.0), "warm": torch.ones(2, 5)})       # the same on both ranks
 try:
     _checkpoint(run, 4, {"theta": torch.arange(5.0) + 1e-12 * r, "warm": torch.ones(2, 5)})
 except RankMismatchError as exc:
-    print(f"rank {r}: {exc}", flush=True)
+    say(f"rank {r}: {exc}")
 latest = run.rewind_to_checkpoint()           # barrier, then both ranks read what rank 0 wrote
-print(f"rank {r}: read step {latest[0]} theta {latest[1]['theta'].tolist()} world {run.checkpoint_world_size}",
-      flush=True)
+say(f"rank {r}: read step {latest[0]} theta {latest[1]['theta'].tolist()} world {run.checkpoint_world_size}")
 distributed.shutdown()
 '''
 
