@@ -468,7 +468,10 @@ class TrackConfig:
     central_min_substeps: int = 2  # central: fewest adaptive substeps
     central_max_substeps: int = 32  # central: most adaptive substeps
     central_stiffness: float = 0.5  # central: adaptive substeps keep η·λ·dt ≤ this off the critical set
-    central_pairs_every: int = 1  # central: fresh pair vectors ∇³L(u_i, u_j) every this many substeps
+    central_eig_tol: float = 1e-5  # central: relative residual of the block's eigen-solves (eigenvalues to ~its square)
+    central_chord: bool = True  # central: one eigen-solve per GD step, substeps on the block's first-order model
+    central_chord_tol: float = 1e-3  # central: reused pairs' block model must match the next solve to this·2/η
+    central_pairs_every: int = 1  # central: fresh pair vectors ∇³L(u_i, u_j) every this many eigen-solves
     central_exact_drift: bool = True  # central: with reused pairs, D(X) from one fresh third-derivative product
     kproj_tol: float = 1e-9  # kconstrained: stop projecting onto M_k when both residuals are below this
     kproj_max_iter: int = 10  # kconstrained: most linearized steps per projection onto M_k
@@ -484,7 +487,8 @@ class TrackConfig:
                              "power_iters")
         yield from _at_least(self, 0, "proj_min_iter")
         yield from _positive(self, "proj_tol", "flow_rtol", "flow_atol", "eig_tol", "sharpness_tol", "critical_threshold",
-                             "sdcp_tol", "central_stiffness", "kproj_tol")
+                             "sdcp_tol", "central_stiffness", "kproj_tol",
+                             "central_chord_tol", "central_eig_tol")
         yield from _at_least(self, 1, "central_min_substeps", "central_max_substeps", "central_pairs_every",
                              "kproj_max_iter")
         if not self.stop_lambda2 >= 0:

@@ -264,8 +264,9 @@ def track_phase(cfg: RunConfig, run: RunDir, edge: dict, problem: Problem | None
 def prepare(cfg: RunConfig) -> Problem:
     """Check what a new run needs before its folder is made, and build its problem (training dtype).
 
-    Model and data set names and options, data files, the device (:func:`build_problem` raises the
-    one-line errors), and the tensorboard package when ``tensorboard = true``.
+    The tracked processes (names, and the processes each one reads), model and data set names and
+    options, data files, the device (:func:`build_problem` raises the one-line errors), and the
+    tensorboard package when ``tensorboard = true``.
     """
     if cfg.tensorboard:
         try:
@@ -273,6 +274,7 @@ def prepare(cfg: RunConfig) -> Problem:
         except ImportError:
             raise ConfigError("tensorboard: the tensorboard package is not installed; pip install tensorboard "
                               "or set tensorboard = false") from None
+    default_processes(cfg.track.processes, **track_options(cfg.track))   # process names, options and what each needs
     torch.manual_seed(cfg.seed)
     return build_problem(cfg)
 

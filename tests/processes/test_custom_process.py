@@ -75,8 +75,10 @@ def test_heavy_ball_against_its_definition_in_lockstep():
 def test_registered_process_is_chosen_by_name_and_validated():
     register_process(HeavyBall)
     assert PROCESSES["heavy_ball"] is HeavyBall and not HeavyBall.default
-    procs = default_processes(["gd", "heavy_ball"], momentum=0.9)
-    assert [p.name for p in procs] == ["gd", "heavy_ball"] and procs[1].momentum == 0.9
+    procs = default_processes(["constrained", "gd", "heavy_ball"], momentum=0.9)
+    assert [p.name for p in procs][-1] == "heavy_ball" and procs[-1].momentum == 0.9
+    with pytest.raises(Exception, match="'gd' needs the 'constrained' process"):
+        default_processes(["gd", "heavy_ball"])
     assert "heavy_ball" not in [p.name for p in default_processes()]   # opt-in only
     with pytest.raises(Exception, match="did you mean 'heavy_ball'"):
         default_processes(["heavy_bal"])

@@ -71,10 +71,13 @@ class Context:
         """``ctx.<what>``, or a clear error saying which process must come first."""
         value = getattr(self, what)
         if value is None:
-            provider = {"theta": "gd", "here": "constrained", "next": "constrained"}.get(what, what)
+            provider = PROVIDERS.get(what, what)
             raise RuntimeError(f"process {by!r} needs ctx.{what}, which the {provider!r} process provides; "
                                f"list {provider!r} before {by!r}")
         return value
+
+
+PROVIDERS = {"theta": "gd", "here": "constrained", "next": "constrained"}   # context field → the process setting it
 
 
 class Process:
@@ -89,6 +92,7 @@ the objective and ``η``; ``start(ctx)`` then sets it up
 
     name: str = "process"
     default: bool = True   # part of the default set of processes (lockstep.PROCESSES)
+    needs: tuple[str, ...] = ()   # context fields it reads, which another process provides (PROVIDERS)
 
     def setup(self, ctx: Context) -> None:
         """Bind to the run's objective and ``η`` (called once, before :meth:`start` or a restore)."""

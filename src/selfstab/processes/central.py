@@ -20,26 +20,37 @@ its oscillation covariance ``Σ = U X Uᵀ``.  With ``k = 0`` it is gradient flo
 (``dθ/dt = −η∇L``); on Appendix B's toy model ``X = δ² = 2α/β`` and the flow is
 the constrained trajectory ``(0, 0, z₀ + ηt)``.
 
-The integrator is explicit Euler in substeps, as the authors' code is, with
-three cost levers (issue-level choices, all off or exact by default where
-they could change the answer):
+The integrator is explicit Euler in substeps, as the authors' code is.  The
+authors' scheme solves the eigenproblem, takes the pair vectors and solves
+the SDCP at every substep (``chord=False`` here).  The default, **chord**
+mode, pays for the eigen-solve and the pair vectors once per GD step: the
+pair vectors are the derivative of the critical block, ``d(UᵀHU)_ij =
+p_ij·dθ``, so within the step the block at a substep's point is taken as
+``Λ + [p_ij·(θ_s − θ_t)]`` (first order in a step of length ``η‖∇L‖``) and
+each substep costs one gradient.  The next step's eigen-solve is exact, so
+whatever the model missed is seen there and the SDCP pushes it back: the
+error does not accumulate (on the digits MLP at η = 0.4 chord and the
+authors' scheme differ in the predicted loss by ~2e-4 relative over 30 steps,
+the size of the authors' own 4-vs-8-substep difference;
+``benchmarks/bench_central.py``).  The other cost levers:
 
-- **one product for D(X)**: the velocity needs ``D(X)``, a single
-  third-derivative product of rank ``rank(X)``
-  (:meth:`~selfstab.problem.objective.Point.d3_form`) — or nothing when the
-  pair vectors are fresh, since ``D(X) = Σ c_ij p_ij``;
-- **pair vectors reused** (``pairs_every > 1``): the SDCP's ``A`` and ``B``
-  need all ``k(k+1)/2`` pair vectors; they move slowly, so a substep may
-  reuse the last ones, rotated into the current eigenbasis by the overlap
-  ``R = U_now U_oldᵀ`` (exact when only the basis inside the critical
-  subspace changed, which is what a degenerate cluster does); ``D(X)`` is
-  then taken exactly at the current point;
+- **one product for D(X)**: ``D(X) = Σ c_ij p_ij`` from the pair vectors, or,
+  when they are reused in the authors' scheme, one third-derivative product
+  of rank ``rank(X)`` (:meth:`~selfstab.problem.objective.Point.d3_form`);
+- **pair vectors reused** (``pairs_every > 1``): they move slowly, so an
+  eigen-solve may reuse the last ones, rotated into the current eigenbasis by
+  the overlap ``R = U_now U_oldᵀ`` (exact when only the basis inside the
+  critical subspace changed, which is what a degenerate cluster does), while
+  the subspace is unchanged and, in chord mode, while the block model they
+  carry still matches the new solve (``chord_tol``);
 - **adaptive substeps**: the explicit step is stable and accurate on a
   non-critical mode ``λ`` when ``η·λ·dt`` is small; ``n = ⌈η λ_nc / stiffness⌉``
   (clamped) with ``λ_nc`` the largest eigenvalue of the tracked block that the
   SDCP does not hold, so ``n = 4`` at the default ``stiffness = 0.5`` when a
   mode sits just below the edge (the reference's fixed 4; 8 changed its
-  predicted loss by ≤ 1.7e-4, 2 was still stable).
+  predicted loss by ≤ 1.7e-4, 2 was still stable);
+- **a looser eigen-solve** (``central_eig_tol = 1e-5``): the eigenvalues, which
+  is what the SDCP needs exactly, come out to about the residual squared.
 
 The critical set: the eigen-tracker follows every eigenvalue above
 ``track_threshold·2/η`` plus one guard vector below it (``k`` adapts; a block
@@ -128,12 +139,27 @@ def rotate_pairs(pairs: Tensor, old: Tensor, new: Tensor) -> Tensor:
 
 
 # -- one substep ----------------------------------------------------------------------------------
-def sdcp_terms(values: Tensor, pairs: Tensor, grad: Tensor, lr: float, dt: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(A, B)`` of the central flow's SDCP over a substep ``dt`` (module docstring); ``B`` in svec coordinates."""
-    k = values.shape[0]
-    hdot = smat((-lr * (pairs @ grad)).double().cpu().numpy() * svec_weights(k), k)   # Ḣ₀, symmetric
-    A = (2.0 / lr) * np.eye(k) - (np.diag(values.double().cpu().numpy()) + dt * hdot)
-    B = dt * (lr / 2.0) * gram_matrix(pairs)
+def pair_matrix(pairs: Tensor, v: Tensor) -> np.ndarray:
+    """The symmetric ``k×k`` matrix ``[p_ij·v]`` of the pair vectors (``triu_indices`` rows) against ``v``: how
+    the critical block ``UᵀHU`` changes along ``v`` to first order."""
+    m = pairs.shape[0]
+    k = int(round((math.sqrt(8 * m + 1) - 1) / 2))
+    return smat((pairs @ v.to(pairs)).double().cpu().numpy() * svec_weights(k), k)
+
+
+def sdcp_terms(block: Tensor | np.ndarray, pairs: Tensor, grad: Tensor, lr: float, dt: float,
+               gram: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(A, B)`` of the central flow's SDCP over a substep ``dt`` (module docstring); ``B`` in svec coordinates.
+
+    ``block``: the critical block ``UᵀHU`` — its eigenvalues (k,) when ``U`` diagonalizes it, or the (k, k)
+    matrix itself; ``gram``: ``G`` if already computed for these ``pairs``.
+    """
+    block = torch.as_tensor(block, dtype=torch.float64).cpu().numpy()
+    block = np.diag(block) if block.ndim == 1 else 0.5 * (block + block.T)
+    k = block.shape[0]
+    hdot = pair_matrix(pairs, -lr * grad)                                  # Ḣ₀, symmetric
+    A = (2.0 / lr) * np.eye(k) - (block + dt * hdot)
+    B = dt * (lr / 2.0) * (gram_matrix(pairs) if gram is None else gram)
     return A, B
 
 
@@ -199,6 +225,8 @@ class CentralStep:
     substeps: int
     sdcp: list[SDCPResult] = field(default_factory=list)
     pair_refreshes: int = 0
+    pairs: Tensor | None = None     # the pair vectors of the (first) substep, in the basis U
+    chord_error: float = math.nan   # the reused pairs' block model against this step's solve (× 2/η); NaN: fresh
 
     @property
     def k_crit(self) -> int:
@@ -246,25 +274,76 @@ def substep_count(values: Tensor, k_crit: int, lr: float, *, stiffness: float = 
     return int(min(max_substeps, max(min_substeps, n)))
 
 
+@dataclass
+class PairCache:
+    """Pair vectors kept from one eigen-solve to the next (``pairs_every > 1``).
+
+    ``pairs`` (k(k+1)/2, d) of the basis ``U`` (k, d), computed at ``theta``
+    where the critical block was ``block`` (k, k); ``age``: eigen-solves they
+    have served.  In chord mode ``block + [p_ij·(θ − theta)]`` is the model of
+    ``UᵀH(θ)U`` that the next solve checks (``chord_tol``).
+    """
+
+    pairs: Tensor | None = None
+    U: Tensor | None = None
+    theta: Tensor | None = None
+    block: np.ndarray | None = None
+    age: int = 0
+
+    def reusable(self, U: Tensor, pairs_every: int, rotation_tol: float) -> bool:
+        """Same critical dimension, not too old, and ``U`` spans (nearly) the same subspace."""
+        k = U.shape[0]
+        if self.pairs is None or self.U is None or self.U.shape[0] != k or self.age >= pairs_every or not k:
+            return False
+        R = (U @ self.U.T).double()
+        return float((R @ R.T - torch.eye(k, dtype=R.dtype, device=R.device)).abs().max()) <= rotation_tol
+
+    def model_error(self, U: Tensor, theta: Tensor, values: Tensor, lr: float) -> float:
+        """``max |R(block + [p·Δθ])Rᵀ − diag(values)|·η/2``: how far the first-order model of the critical
+        block, carried from where the pairs were taken, is from the block solved at ``theta`` (× 2/η)."""
+        model = self.block + pair_matrix(self.pairs, theta - self.theta)
+        W, _, Vh = torch.linalg.svd((U @ self.U.T).double().cpu())
+        R = (W @ Vh).numpy()
+        return float(np.abs(R @ model @ R.T - np.diag(values.double().cpu().numpy())).max()) * lr / 2
+
+    def state_dict(self) -> dict:
+        return {"pairs": None if self.pairs is None else self.pairs.cpu(), "U": None if self.U is None else self.U.cpu(),
+                "theta": None if self.theta is None else self.theta.cpu(), "block": self.block, "age": self.age}
+
+    def load_state_dict(self, state: dict, like: Tensor) -> None:
+        move = (lambda t: None if t is None else t.to(like))
+        self.pairs, self.U, self.theta = move(state["pairs"]), move(state["U"]), move(state["theta"])
+        self.block, self.age = state["block"], int(state["age"])
+
+
 def central_flow_step(objective: Objective, theta: Tensor, lr: float, tracker: EigenTracker, *,
                       threshold: float = 0.975, track_threshold: float | None = None, substeps: int | None = None,
-                      min_substeps: int = 2, max_substeps: int = 32, stiffness: float = 0.5, pairs_every: int = 1,
-                      exact_drift: bool = True, rotation_tol: float = 1e-3, max_k: int | None = None,
-                      sdcp_tol: float = 1e-8, on_fail: Literal["raise", "warn"] = "raise",
-                      from_last: bool = False, point: Point | None = None) -> CentralStep:
+                      min_substeps: int = 2, max_substeps: int = 32, stiffness: float = 0.5, chord: bool = True,
+                      pairs_every: int = 1, chord_tol: float = 1e-3, exact_drift: bool = True,
+                      rotation_tol: float = 1e-3, max_k: int | None = None, sdcp_tol: float = 1e-8,
+                      on_fail: Literal["raise", "warn"] = "raise", from_last: bool = False,
+                      point: Point | None = None, cache: PairCache | None = None) -> CentralStep:
     """Integrate the central flow from ``theta`` over one GD step (time 1) in explicit substeps.
 
-    Each substep refreshes the tracked block at its point (warm-started
-    ``tracker``, :func:`refresh_block`), takes the critical eigenpairs
-    (``≥ threshold·2/η``), solves the SDCP and moves by ``dt·velocity``.
-    ``substeps``: a fixed count; ``None`` picks it at the first substep from
-    the block (:func:`substep_count`).  ``pairs_every``: recompute the pair
-    vectors every this many substeps and reuse (rotated) ones in between
-    while the critical subspace is unchanged (``‖RRᵀ − I‖ ≤ rotation_tol``).
-    ``from_last``: each eigen-solve warm-starts from the previous substep's
-    block alone (see :func:`refresh_block`; on the digits MLP at η = 0.4 it
-    cost more HVPs than the tracker's history, so it is off by default).
-    ``point``: the objective at ``theta`` if already built.
+    ``chord=True`` (default): one eigen-solve at ``theta`` (warm-started
+    ``tracker``, :func:`refresh_block`) and one set of pair vectors; each
+    substep then costs one gradient: the critical block at the substep's
+    point is the first-order model ``UᵀH(θ_s)U ≈ Λ + [p_ij·(θ_s − θ)]``,
+    the SDCP is solved for it and ``D(X) = Σ c_ij p_ij``.  The next GD step's
+    eigen-solve is exact again, so the model's error does not accumulate.
+    ``chord=False``: the authors' scheme, an eigen-solve, pair vectors and
+    SDCP at every substep (``exact_drift``: with reused pairs, ``D(X)`` from a
+    fresh third-derivative product at the substep).
+
+    ``pairs_every``: fresh pair vectors at every this-many-th eigen-solve (a
+    GD step in chord mode, a substep otherwise), reused in between through
+    ``cache`` — rotated into the new basis — while the critical subspace is
+    unchanged (``‖RRᵀ − I‖ ≤ rotation_tol``) and, in chord mode, while the
+    block model they carry matches the new solve to ``chord_tol``·2/η
+    (:meth:`PairCache.model_error`).  ``substeps``: a fixed count; ``None``
+    picks it from the block (:func:`substep_count`).  ``from_last``: each
+    eigen-solve warm-starts from the previous block alone (see
+    :func:`refresh_block`).  ``point``: the objective at ``theta`` if built.
     """
     track_threshold = threshold if track_threshold is None else track_threshold
     if threshold <= 0 or track_threshold <= 0 or track_threshold > threshold:
@@ -275,9 +354,9 @@ def central_flow_step(objective: Objective, theta: Tensor, lr: float, tracker: E
         raise ConfigError(f"substeps: must be ≥ 1 (or None for adaptive), got {substeps}")
     theta = objective.vector(theta)
     p = point if point is not None else objective.at(theta)
+    cache = PairCache() if cache is None else cache
     n = substeps
     out: CentralStep | None = None
-    pairs, pairs_U, pairs_age = None, None, 0
     i = 0
     while n is None or i < n:
         eig = refresh_block(tracker, p, lr, track_threshold, max_k, from_last=from_last)
@@ -285,32 +364,64 @@ def central_flow_step(objective: Objective, theta: Tensor, lr: float, tracker: E
         if n is None:
             n = substep_count(eig.values, kc, lr, stiffness=stiffness, min_substeps=min_substeps,
                               max_substeps=max_substeps)
-        dt = 1.0 / n
         U, vals = eig.vectors[:kc], eig.values[:kc]
-        reuse = None
-        if kc and pairs is not None and pairs_U is not None and pairs_U.shape[0] == kc and pairs_age < pairs_every:
-            R = (U @ pairs_U.T).double()
-            if float((R @ R.T - torch.eye(kc, dtype=R.dtype, device=R.device)).abs().max()) <= rotation_tol:
-                reuse = rotate_pairs(pairs, pairs_U, U)
-        vel = central_velocity(p, U, vals, lr, dt, pairs=reuse, exact_drift=exact_drift, sdcp_tol=sdcp_tol,
-                               on_fail=on_fail)
-        if kc and reuse is None:
-            pairs, pairs_U, pairs_age = vel.pairs, U, 1
-            refreshed = 1
+        reuse, model_error = None, math.nan
+        if cache.reusable(U, pairs_every, rotation_tol):
+            if chord:
+                model_error = cache.model_error(U, p.theta, vals, lr)
+            if not model_error > chord_tol:      # NaN (not checked) or within tolerance
+                reuse = rotate_pairs(cache.pairs, cache.U, U)
+        if chord:
+            out = _chord_substeps(objective, p, eig, kc, n, lr, pairs=reuse, sdcp_tol=sdcp_tol, on_fail=on_fail)
+            out.chord_error = model_error
         else:
-            pairs_age += 1
-            refreshed = 0
-        if i == 0:
-            out = CentralStep(theta, theta, float(p.loss), float(p.grad.norm()), eig.values.clone(), U.clone(),
-                              vel.X.clone(), n)
-        if vel.sdcp is not None:
-            out.sdcp.append(vel.sdcp)
-        out.pair_refreshes += refreshed
-        nxt = p.theta + dt * vel.velocity
-        i += 1
+            vel = central_velocity(p, U, vals, lr, 1.0 / n, pairs=reuse, exact_drift=exact_drift,
+                                   sdcp_tol=sdcp_tol, on_fail=on_fail)
+            if i == 0:
+                out = CentralStep(theta, theta, float(p.loss), float(p.grad.norm()), eig.values.clone(), U.clone(),
+                                  vel.X.clone(), n)
+            if vel.sdcp is not None:
+                out.sdcp.append(vel.sdcp)
+            out.theta_next = p.theta + vel.velocity / n
+        fresh = kc and reuse is None
+        if kc:
+            pairs = out.pairs if chord else vel.pairs
+            cache.pairs, cache.U, cache.age = pairs, U, (1 if fresh else cache.age + 1)
+            cache.theta, cache.block = p.theta, np.diag(vals.double().cpu().numpy())
+        out.pair_refreshes += int(fresh)
+        i = n if chord else i + 1
         if i < n:
-            p = objective.at(nxt)
-    out.theta_next = nxt
+            p = objective.at(out.theta_next)
+    out.theta = theta
+    return out
+
+
+def _chord_substeps(objective: Objective, p: Point, eig: Eigenpairs, kc: int, n: int, lr: float, *,
+                    pairs: Tensor | None, sdcp_tol: float, on_fail: Literal["raise", "warn"]) -> CentralStep:
+    """The ``n`` substeps of one GD step in chord mode (:func:`central_flow_step`): one gradient each."""
+    U, vals = eig.vectors[:kc], eig.values[:kc]
+    theta0, dt = p.theta, 1.0 / n
+    if kc and pairs is None:
+        pairs = p.d3_pairs(U)
+    gram = gram_matrix(pairs) if kc else None
+    out = CentralStep(theta0, theta0, float(p.loss), float(p.grad.norm()), eig.values.clone(), U.clone(),
+                      torch.zeros(kc, kc, dtype=torch.float64), n, pairs=pairs)
+    theta, grad = theta0, p.grad
+    for s in range(n):
+        if s:
+            grad = objective.grad(theta)
+        drift = torch.zeros_like(grad)
+        if kc:
+            block = np.diag(vals.double().cpu().numpy()) + pair_matrix(pairs, theta - theta0)
+            A, B = sdcp_terms(block, pairs, grad, lr, dt, gram=gram)
+            res = solve_sdcp(A, B, tol=sdcp_tol, on_fail=on_fail)
+            out.sdcp.append(res)
+            if s == 0:
+                out.X = res.X.clone()
+            if bool(torch.isfinite(res.X).all()) and float(res.X.abs().max()) > 0.0:
+                drift = pair_coefficients(res.X).to(pairs) @ pairs
+        theta = theta - dt * lr * (grad + 0.5 * drift)
+    out.theta_next = theta
     return out
 
 
@@ -337,24 +448,28 @@ class CentralFlow(Process):
     ``sigma_i``.  The step is integrated in :meth:`record` (its first substep
     gives the records) and taken in :meth:`advance`.  Options (named for the
     run's ``track`` section): ``critical_threshold``/``track_threshold`` (the
-    critical set and the tracked block, × 2/η; ``None``: the critical one), ``central_substeps`` (``None``:
-    adaptive, see :func:`substep_count`), ``central_pairs_every`` and
-    ``central_exact_drift`` (the cost levers), ``sdcp_tol`` and ``sdcp_on_fail``.
+    critical set and the tracked block, × 2/η; ``None``: the critical one), ``central_eig_tol`` (the
+    block's eigen-solves), ``central_substeps`` (``None``: adaptive, see :func:`substep_count`),
+    ``central_chord``, ``central_chord_tol``, ``central_pairs_every`` and ``central_exact_drift`` (the
+    cost levers, :func:`central_flow_step`), ``sdcp_tol`` and ``sdcp_on_fail``.  It also records its own
+    cost: ``cost_hvps``, ``cost_grads`` and ``cost_d3s`` of the step (a pair vector counts as one d3).
     """
 
     name = "central"
     default = False
 
-    def __init__(self, *, eig_tol: float = 1e-7, critical_threshold: float = 0.975, track_threshold: float | None = None,
+    def __init__(self, *, central_eig_tol: float = 1e-5, critical_threshold: float = 0.975, track_threshold: float | None = None,
                  central_substeps: int | None = None, central_min_substeps: int = 2, central_max_substeps: int = 32,
-                 central_stiffness: float = 0.5, central_pairs_every: int = 1, central_exact_drift: bool = True,
-                 sdcp_tol: float = 1e-8, block_max_k: int | None = None, sdcp_on_fail: Literal["raise", "warn"] = "warn"):
-        self.tracker = EigenTracker(1, **tracker_options(eig_tol))
+                 central_stiffness: float = 0.5, central_chord: bool = True, central_chord_tol: float = 1e-3,
+                 central_pairs_every: int = 1, central_exact_drift: bool = True, sdcp_tol: float = 1e-8,
+                 block_max_k: int | None = None, sdcp_on_fail: Literal["raise", "warn"] = "warn"):
+        self.tracker = EigenTracker(1, **tracker_options(central_eig_tol))
         self.options = dict(threshold=critical_threshold, track_threshold=track_threshold, substeps=central_substeps,
                             min_substeps=central_min_substeps, max_substeps=central_max_substeps,
-                            stiffness=central_stiffness, pairs_every=central_pairs_every,
-                            exact_drift=central_exact_drift, sdcp_tol=sdcp_tol, max_k=block_max_k,
-                            on_fail=sdcp_on_fail)
+                            stiffness=central_stiffness, chord=central_chord, chord_tol=central_chord_tol,
+                            pairs_every=central_pairs_every, exact_drift=central_exact_drift, sdcp_tol=sdcp_tol,
+                            max_k=block_max_k, on_fail=sdcp_on_fail)
+        self.cache = PairCache()
         self.theta: Tensor | None = None
         self.step: CentralStep | None = None
         self.last: Fields = {}
@@ -368,7 +483,9 @@ class CentralFlow(Process):
 
     def record(self, ctx: Context) -> Fields:
         lr = ctx.lr
-        step = self.step = central_flow_step(ctx.objective, self.theta, lr, self.tracker, **self.options)
+        counts = dict(ctx.objective.counts)
+        step = self.step = central_flow_step(ctx.objective, self.theta, lr, self.tracker, cache=self.cache,
+                                               **self.options)
         x_eig, v = step.sigma
         fields: Fields = {"loss": step.loss, "predicted_loss": step.predicted_loss(lr), "grad_norm": step.grad_norm,
                           "k_crit": float(step.k_crit), "x_rank": float(step.x_rank), "x_trace": step.x_trace,
@@ -376,8 +493,10 @@ class CentralFlow(Process):
                           **block_fields(step.values, step.k_crit, lr),
                           "substeps": float(step.substeps), "sdcp_residual": step.sdcp_residual,
                           "sdcp_solves": float(sum(r.solver_calls for r in step.sdcp)),
-                          "pair_refreshes": float(step.pair_refreshes),
-                          "eig_residual": float(self.tracker.last.residuals.max()) if self.tracker.last else math.nan}
+                          "pair_refreshes": float(step.pair_refreshes), "chord_error": step.chord_error,
+                          "eig_residual": float(self.tracker.last.residuals.max()) if self.tracker.last else math.nan,
+                          **{f"cost_{name}s": float(ctx.objective.counts[name] - counts.get(name, 0))
+                             for name in ("hvp", "grad", "d3")}}
         if ctx.theta is not None:
             disp = ctx.theta.to(self.theta) - self.theta
             fields["dist_gd"] = float(disp.norm())
@@ -389,7 +508,8 @@ class CentralFlow(Process):
 
     def advance(self, ctx: Context) -> None:
         if self.step is None:       # advanced without a record: integrate now
-            self.step = central_flow_step(ctx.objective, self.theta, ctx.lr, self.tracker, **self.options)
+            self.step = central_flow_step(ctx.objective, self.theta, ctx.lr, self.tracker, cache=self.cache,
+                                          **self.options)
         self.theta = self.step.theta_next
         self.step = None
 
@@ -397,11 +517,15 @@ class CentralFlow(Process):
         return all_finite(self.last.get("loss", 0.0), self.last.get("predicted_loss", 0.0)) and tensor_finite(self.theta)
 
     def state_dict(self) -> dict:
-        return {"theta": self.theta.cpu(), "tracker": self.tracker.state_dict(), "k": self.tracker.k}
+        return {"theta": self.theta.cpu(), "tracker": self.tracker.state_dict(), "k": self.tracker.k,
+                "pairs": self.cache.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         obj = self.objective
         self.theta = state["theta"].to(obj.theta0)
         self.tracker.load_state_dict(state["tracker"], obj.device)
         self.tracker.k = int(state["k"])
+        self.cache = PairCache()
+        if state.get("pairs") is not None:      # checkpoints from before the pair cache start without one
+            self.cache.load_state_dict(state["pairs"], self.theta)
         self.step = None

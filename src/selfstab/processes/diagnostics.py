@@ -98,6 +98,7 @@ class Diagnostics(Process):
     """
 
     name = "diagnostics"
+    needs = ("here",)
 
     def __init__(self, *, diagnostics_every: int = 25, k_eigs: int = 2, power_iters: int = 8,
                  sharpness_tol: float = 1e-5):

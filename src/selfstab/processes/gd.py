@@ -43,6 +43,7 @@ class GD(Process):
     """
 
     name = "gd"
+    needs = ("here",)
 
     def __init__(self, *, sharpness_tol: float = 1e-5):
         self.tracker = EigenTracker(1, **tracker_options(sharpness_tol))

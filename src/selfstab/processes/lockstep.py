@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..problem.objective import Objective
-from .base import Context, Lambda2Flag, Lambda2Threshold, NonFinite, Process, Records, StepLimit, StopRule
+from .base import Context, Lambda2Flag, Lambda2Threshold, NonFinite, Process, PROVIDERS, Records, StepLimit, StopRule
 from .central import CentralFlow
 from .constrained import Constrained
 from .diagnostics import Diagnostics
@@ -108,6 +108,13 @@ def default_processes(names: Iterable[str] | None = None, **options) -> list[Pro
             raise ConfigError(f"track.processes: unknown process {name!r}{hint} "
                               f"(processes: {', '.join(PROCESSES)})")
     order = [n for n in PROCESSES if n in chosen]   # the registry's order is the stepping order
+    for name in order:
+        missing = [PROVIDERS[w] for w in PROCESSES[name].needs if w in PROVIDERS and PROVIDERS[w] not in order]
+        if missing:
+            need = sorted(set(missing))
+            raise ConfigError(f"track.processes: {name!r} needs the {' and '.join(map(repr, need))} process "
+                              f"(it reads their state every step); add it: "
+                              f"--track.processes {','.join(n for n in PROCESSES if n in order or n in need)}")
     return [PROCESSES[n](**{k: v for k, v in options.items() if k in _accepted(PROCESSES[n])}) for n in order]
 
 

@@ -81,6 +81,7 @@ class Predicted(Process):
     """
 
     name = "predicted"
+    needs = ("theta", "here", "next")
     generalized = False
 
     def __init__(self, *, even_part: bool = False):

@@ -1,0 +1,174 @@
+"""The central flow's cost per GD step, side by side with the authors' scheme, on the default job at η = 0.4.
+
+The run of the README's "Several unstable eigenvalues" section: the default
+job (MLP width 64 on all 1,797 digits, ``mse``) from its edge θ₀ at η = 0.4,
+where two and then three eigenvalues are at the edge.  The central flow is
+integrated from θ₀ with selfstab's defaults up to each window's start
+(``--windows``, GD steps after the edge); from that one state every variant
+then integrates the same ``--steps`` GD steps:
+
+- **authors' scheme**: at each of 4 substeps an eigen-solve of the tracked
+  block, the ``k(k+1)/2`` pair vectors ``∇³L(u_i, u_j)`` and an SDCP
+  (``chord=False, substeps=4``) — the reference the others are compared to;
+- **exact, adaptive**: the same with the substep count from the stiffness;
+- **chord** (selfstab's default): one eigen-solve and one set of pair vectors
+  per GD step, each substep a gradient on the block's first-order model;
+- **chord, pairs every 2 / 4**: the pair vectors also reused across GD steps
+  (rotated, while the block model they carry matches the next solve).
+
+Per variant: HVPs, gradients and third-derivative products per GD step from
+the objective's own counters, HVP-equivalents priced with table 1 measured
+here at the window's start (one gradient = ``grad/HVP`` HVPs, one ``d3`` =
+``d3/HVP``; a pair vector is counted as one ``d3``, which overprices it), the
+reference implementation's ≈ 52 HVPs + 25 d3 + 4 gradients per step priced
+the same way, and how far each variant ends from the authors' scheme: the
+largest relative difference of the predicted loss ``L + tr(X)/η`` over the
+window, ``‖θ_end − θ_end^ref‖ / ‖θ_end^ref − θ_start‖``, and the largest
+``|λ₁ − 2/η|·η/2`` of the solves (how well the flow stays pinned).
+
+    python benchmarks/bench_central.py            # windows 150 and 350, 30 steps each (≈ 10 min, one thread)
+    python benchmarks/bench_central.py --quick    # one window at 150, 8 steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from common import say, table  # noqa: F401  (sets one thread)
+
+from selfstab.config import RunConfig
+from selfstab.problem.build import build_problem
+from selfstab.processes.central import PairCache, central_flow_step
+from selfstab.processes.base import tracker_options
+from selfstab.spectrum import EigenTracker
+from selfstab.train.gd import gd_to_edge
+
+LR = 0.4
+REFERENCE = {"hvps": 52, "d3": 25, "grads": 4}          # the independent implementation's count per GD step
+VARIANTS = {
+    "authors' scheme (4 substeps)": dict(chord=False, substeps=4),
+    "exact, adaptive substeps": dict(chord=False),
+    "chord (default)": dict(),
+    "chord, pairs every 2": dict(pairs_every=2),
+    "chord, pairs every 4": dict(pairs_every=4),
+}
+
+
+def prices(obj, theta, reps: int = 7) -> dict:
+    """Table 1 at ``theta``: seconds of a gradient, an HVP at a point and a ``d3`` at a point (medians)."""
+    p = obj.at(theta)
+    p.grad
+    u = torch.randn(obj.dim, dtype=theta.dtype, generator=torch.Generator().manual_seed(0)).to(theta)
+    u = u / u.norm()
+    out = {}
+    for name, f in (("grad", lambda: obj.grad(theta)), ("hvp", lambda: p.hvp(u)), ("d3", lambda: p.d3(u, u))):
+        f()
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t0)
+        out[name] = statistics.median(ts)
+    return {"grad": out["grad"] / out["hvp"], "d3": out["d3"] / out["hvp"], "hvp_seconds": out["hvp"]}
+
+
+def equivalents(c: dict, price: dict) -> float:
+    return c["hvps"] + c["grads"] * price["grad"] + c["d3"] * price["d3"]
+
+
+def integrate(obj, theta, tracker, steps: int, **options) -> dict:
+    """``steps`` GD steps of the central flow from ``theta``; per-step counts and predictions."""
+    cache = PairCache()
+    rows, t0 = [], time.perf_counter()
+    for _ in range(steps):
+        before = dict(obj.counts)
+        step = central_flow_step(obj, theta, LR, tracker, cache=cache, **options)
+        spent = {k: obj.counts[k] - before.get(k, 0) for k in ("hvp", "grad", "d3")}
+        rows.append({"hvps": spent["hvp"], "grads": spent["grad"], "d3": spent["d3"],
+                     "pred": step.predicted_loss(LR), "k": step.k_crit, "rank": step.x_rank,
+                     "pin": float((step.values[0] - 2 / LR).abs()) * LR / 2 if step.k_crit else 0.0,
+                     "substeps": step.substeps, "residual": step.sdcp_residual})
+        theta = step.theta_next
+    return {"rows": rows, "theta": theta, "seconds": (time.perf_counter() - t0) / steps}
+
+
+def run(windows=(150, 350), steps: int = 30) -> dict:
+    cfg = RunConfig(lr=LR)
+    obj = build_problem(cfg).objective
+    edge = gd_to_edge(obj, LR)
+    obj = obj.to(torch.float64)
+    theta = edge.theta0.double()
+    tracker = EigenTracker(1, **tracker_options(cfg.track.eig_tol))
+    tracker.seed(edge.eig.vectors.double().reshape(-1, obj.dim))
+    out, t = {"edge_step": edge.step, "windows": []}, 0
+    for start in windows:
+        say(f"central flow (chord) from the edge to step {start} …")
+        cache = PairCache()
+        while t < start:
+            theta = central_flow_step(obj, theta, LR, tracker, cache=cache).theta_next
+            t += 1
+        price = prices(obj, theta)
+        res = {}
+        for name, options in VARIANTS.items():
+            say(f"  step {start}: {name}")
+            res[name] = integrate(obj, theta.clone(), copy.deepcopy(tracker), steps, **options)
+        out["windows"].append({"start": start, "steps": steps, "price": price, "theta": theta, "res": res})
+    return out
+
+
+def summarize(window: dict) -> list[list]:
+    price, res = window["price"], window["res"]
+    ref = res["authors' scheme (4 substeps)"]
+    ref_pred = np.array([r["pred"] for r in ref["rows"]])
+    span = float((ref["theta"] - window["theta"]).norm())
+    theirs = equivalents(REFERENCE, price)
+    lines = []
+    for name, r in res.items():
+        rows = r["rows"]
+        mean = {k: float(np.mean([x[k] for x in rows])) for k in ("hvps", "grads", "d3", "substeps")}
+        eq = equivalents(mean, price)
+        pred = np.array([x["pred"] for x in rows])
+        lines.append([name, f"{mean['hvps']:.1f}", f"{mean['d3']:.1f}", f"{mean['grads']:.1f}", f"{eq:.1f}",
+                      f"{theirs / eq:.1f}×", f"{np.max(np.abs(pred - ref_pred) / ref_pred):.1e}",
+                      f"{float((r['theta'] - ref['theta']).norm()) / span:.1e}",
+                      f"{max(x['pin'] for x in rows):.0e}", f"{max(x['residual'] for x in rows):.0e}",
+                      f"{min(x['k'] for x in rows)}–{max(x['k'] for x in rows)}",
+                      f"{max(x['rank'] for x in rows)}", f"{mean['substeps']:.1f}", f"{r['seconds']:.2f}"])
+    return lines
+
+
+HEAD = ["variant", "HVPs", "d3", "grads", "HVP-eq. / step", "reference ÷ this", "max Δpred / pred",
+        "‖Δθ_end‖ / ‖θ_end − θ_start‖", "max |λ₁−2/η|·η/2", "max KKT res.", "k_crit", "rank X", "substeps",
+        "s / step"]
+
+
+def markdown(out: dict) -> str:
+    parts = []
+    for w in out["windows"]:
+        p = w["price"]
+        theirs = equivalents(REFERENCE, p)
+        parts.append(f"**Steps {w['start']}–{w['start'] + w['steps'] - 1} after the edge** (table 1 here: 1 gradient = "
+                     f"{p['grad']:.2f} HVP, 1 d3 = {p['d3']:.2f} HVP; the reference's step: 52 + 25 × {p['d3']:.2f} + "
+                     f"4 × {p['grad']:.2f} = {theirs:.0f} HVP-eq.)\n\n" + table(HEAD, summarize(w)))
+    return "\n\n".join(parts)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--windows", type=int, nargs="+", default=[150, 350])
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--quick", action="store_true", help="one window at step 150, 8 steps")
+    args = ap.parse_args(argv)
+    windows, steps = ((150,), 8) if args.quick else (tuple(args.windows), args.steps)
+    print(markdown(run(windows, steps)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
