@@ -8,23 +8,27 @@ integrated from θ₀ with selfstab's defaults up to each window's start
 then integrates the same ``--steps`` GD steps:
 
 - **authors' scheme**: at each of 4 substeps an eigen-solve of the tracked
-  block, the ``k(k+1)/2`` pair vectors ``∇³L(u_i, u_j)`` and an SDCP
-  (``chord=False, substeps=4``) — the reference the others are compared to;
-- **exact, adaptive**: the same with the substep count from the stiffness;
-- **chord** (selfstab's default): one eigen-solve and one set of pair vectors
-  per GD step, each substep a gradient on the block's first-order model;
-- **chord, pairs every 2 / 4**: the pair vectors also reused across GD steps
-  (rotated, while the block model they carry matches the next solve).
+  block (to 1e-7), the ``k(k+1)/2`` pair vectors ``∇³L(u_i, u_j)`` and an
+  SDCP (``chord=False, substeps=4``) — the reference the others are compared
+  to; with 8 substeps it shows the size of the scheme's own discretization
+  error;
+- **chord**: one eigen-solve (to ``central_eig_tol``) per GD step, each
+  substep a gradient on the block's first-order model; the pair vectors fresh
+  at every step, at every 2nd (selfstab's default) or every 4th (reused
+  ones rotated into the new basis, while the block model they carry matches
+  the next solve).
 
-Per variant: HVPs, gradients and third-derivative products per GD step from
-the objective's own counters, HVP-equivalents priced with table 1 measured
-here at the window's start (one gradient = ``grad/HVP`` HVPs, one ``d3`` =
-``d3/HVP``; a pair vector is counted as one ``d3``, which overprices it), the
+Per variant: HVPs, gradients and pair vectors per GD step from the
+objective's own counters; HVP-equivalents priced with table 1 measured here
+at the window's start (one gradient = ``grad/HVP`` HVPs, one pair vector =
+the time of :meth:`~selfstab.problem.objective.Point.d3_pairs` for the
+window's critical block over its ``k(k+1)/2`` vectors, in HVPs); the
 reference implementation's ≈ 52 HVPs + 25 d3 + 4 gradients per step priced
-the same way, and how far each variant ends from the authors' scheme: the
-largest relative difference of the predicted loss ``L + tr(X)/η`` over the
-window, ``‖θ_end − θ_end^ref‖ / ‖θ_end^ref − θ_start‖``, and the largest
-``|λ₁ − 2/η|·η/2`` of the solves (how well the flow stays pinned).
+the same way (its d3 at the ``d3`` price); and how far each variant ends
+from the authors' scheme: the largest relative difference of the predicted
+loss ``L + tr(X)/η`` over the window, ``‖θ_end − θ_end^ref‖ / ‖θ_end^ref −
+θ_start‖``, and the largest ``|λ₁ − 2/η|·η/2`` of the solves (how well the
+flow stays pinned).
 
     python benchmarks/bench_central.py            # windows 150 and 350, 30 steps each (≈ 10 min, one thread)
     python benchmarks/bench_central.py --quick    # one window at 150, 8 steps
@@ -44,42 +48,47 @@ from common import say, table  # noqa: F401  (sets one thread)
 
 from selfstab.config import RunConfig
 from selfstab.problem.build import build_problem
-from selfstab.processes.central import PairCache, central_flow_step
-from selfstab.processes.base import tracker_options
-from selfstab.spectrum import EigenTracker
+from selfstab.processes.block import PairCache, critical_count
+from selfstab.processes.central import CentralFlow, central_flow_step
 from selfstab.train.gd import gd_to_edge
 
 LR = 0.4
 REFERENCE = {"hvps": 52, "d3": 25, "grads": 4}          # the independent implementation's count per GD step
-VARIANTS = {
-    "authors' scheme (4 substeps)": dict(chord=False, substeps=4),
-    "exact, adaptive substeps": dict(chord=False),
-    "chord (default)": dict(),
-    "chord, pairs every 2": dict(pairs_every=2),
-    "chord, pairs every 4": dict(pairs_every=4),
+AUTHORS = dict(chord=False, substeps=4, pairs_every=1)
+VARIANTS = {   # name: (eigen-solve tolerance, central_flow_step options over the process's defaults)
+    "authors' scheme (4 substeps)": (1e-7, AUTHORS),
+    "authors' scheme, 8 substeps": (1e-7, {**AUTHORS, "substeps": 8}),
+    "chord, fresh pairs every step": (None, dict(pairs_every=1)),
+    "chord, pairs every 2 steps (default)": (None, {}),
+    "chord, pairs every 4 steps": (None, dict(pairs_every=4)),
 }
 
 
-def prices(obj, theta, reps: int = 7) -> dict:
-    """Table 1 at ``theta``: seconds of a gradient, an HVP at a point and a ``d3`` at a point (medians)."""
+def _median_seconds(f, reps: int = 7) -> float:
+    f()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def prices(obj, theta, U) -> dict:
+    """Table 1 at ``theta`` in HVPs at a point: a gradient, a ``d3`` and one pair vector of
+    :meth:`~selfstab.problem.objective.Point.d3_pairs` for the critical block ``U`` (k, d)."""
     p = obj.at(theta)
     p.grad
-    u = torch.randn(obj.dim, dtype=theta.dtype, generator=torch.Generator().manual_seed(0)).to(theta)
-    u = u / u.norm()
-    out = {}
-    for name, f in (("grad", lambda: obj.grad(theta)), ("hvp", lambda: p.hvp(u)), ("d3", lambda: p.d3(u, u))):
-        f()
-        ts = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            f()
-            ts.append(time.perf_counter() - t0)
-        out[name] = statistics.median(ts)
-    return {"grad": out["grad"] / out["hvp"], "d3": out["d3"] / out["hvp"], "hvp_seconds": out["hvp"]}
+    hvp = _median_seconds(lambda: p.hvp(U[0]))
+    k = U.shape[0]
+    return {"grad": _median_seconds(lambda: obj.grad(theta)) / hvp, "d3": _median_seconds(lambda: p.d3(U[0], U[0])) / hvp,
+            "pair": _median_seconds(lambda: p.d3_pairs(U)) / hvp / (k * (k + 1) // 2), "k": k, "hvp_seconds": hvp}
 
 
-def equivalents(c: dict, price: dict) -> float:
-    return c["hvps"] + c["grads"] * price["grad"] + c["d3"] * price["d3"]
+def equivalents(c: dict, price: dict, d3: str = "pair") -> float:
+    """HVP-equivalents of counts ``c``; our ``d3`` counts are pair vectors (priced per pair), the reference's
+    third-derivative products (``d3="d3"``)."""
+    return c["hvps"] + c["grads"] * price["grad"] + c["d3"] * price[d3]
 
 
 def integrate(obj, theta, tracker, steps: int, **options) -> dict:
@@ -104,20 +113,24 @@ def run(windows=(150, 350), steps: int = 30) -> dict:
     edge = gd_to_edge(obj, LR)
     obj = obj.to(torch.float64)
     theta = edge.theta0.double()
-    tracker = EigenTracker(1, **tracker_options(cfg.track.eig_tol))
-    tracker.seed(edge.eig.vectors.double().reshape(-1, obj.dim))
+    proc = CentralFlow()                   # the process's tracker and options: selfstab's defaults
+    proc.tracker.seed(edge.eig.vectors.double().reshape(-1, obj.dim))
+    defaults = dict(proc.options)
     out, t = {"edge_step": edge.step, "windows": []}, 0
     for start in windows:
-        say(f"central flow (chord) from the edge to step {start} …")
-        cache = PairCache()
+        say(f"central flow (defaults) from the edge to step {start} …")
         while t < start:
-            theta = central_flow_step(obj, theta, LR, tracker, cache=cache).theta_next
+            theta = central_flow_step(obj, theta, LR, proc.tracker, cache=proc.cache, **defaults).theta_next
             t += 1
-        price = prices(obj, theta)
+        U = proc.tracker.last.vectors[:max(1, critical_count(proc.tracker.last.values, LR))]
+        price = prices(obj, theta, U)
         res = {}
-        for name, options in VARIANTS.items():
+        for name, (tol, options) in VARIANTS.items():
             say(f"  step {start}: {name}")
-            res[name] = integrate(obj, theta.clone(), copy.deepcopy(tracker), steps, **options)
+            tracker = copy.deepcopy(proc.tracker)
+            if tol is not None:
+                tracker.tol = tol
+            res[name] = integrate(obj, theta.clone(), tracker, steps, **{**defaults, **options})
         out["windows"].append({"start": start, "steps": steps, "price": price, "theta": theta, "res": res})
     return out
 
@@ -127,7 +140,7 @@ def summarize(window: dict) -> list[list]:
     ref = res["authors' scheme (4 substeps)"]
     ref_pred = np.array([r["pred"] for r in ref["rows"]])
     span = float((ref["theta"] - window["theta"]).norm())
-    theirs = equivalents(REFERENCE, price)
+    theirs = equivalents(REFERENCE, price, "d3")
     lines = []
     for name, r in res.items():
         rows = r["rows"]
@@ -143,7 +156,7 @@ def summarize(window: dict) -> list[list]:
     return lines
 
 
-HEAD = ["variant", "HVPs", "d3", "grads", "HVP-eq. / step", "reference ÷ this", "max Δpred / pred",
+HEAD = ["variant", "HVPs", "pair vectors", "grads", "HVP-eq. / step", "reference ÷ this", "max Δpred / pred",
         "‖Δθ_end‖ / ‖θ_end − θ_start‖", "max |λ₁−2/η|·η/2", "max KKT res.", "k_crit", "rank X", "substeps",
         "s / step"]
 
@@ -152,9 +165,10 @@ def markdown(out: dict) -> str:
     parts = []
     for w in out["windows"]:
         p = w["price"]
-        theirs = equivalents(REFERENCE, p)
-        parts.append(f"**Steps {w['start']}–{w['start'] + w['steps'] - 1} after the edge** (table 1 here: 1 gradient = "
-                     f"{p['grad']:.2f} HVP, 1 d3 = {p['d3']:.2f} HVP; the reference's step: 52 + 25 × {p['d3']:.2f} + "
+        theirs = equivalents(REFERENCE, p, "d3")
+        parts.append(f"**Steps {w['start']}–{w['start'] + w['steps'] - 1} after the edge** (table 1 measured here, "
+                     f"in HVPs at a point: gradient {p['grad']:.2f}, d3 {p['d3']:.2f}, one pair vector of a "
+                     f"{p['k']}-block {p['pair']:.2f}; the reference's step: 52 + 25 × {p['d3']:.2f} + "
                      f"4 × {p['grad']:.2f} = {theirs:.0f} HVP-eq.)\n\n" + table(HEAD, summarize(w)))
     return "\n\n".join(parts)
 

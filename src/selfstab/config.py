@@ -471,7 +471,7 @@ class TrackConfig:
     central_eig_tol: float = 1e-5  # central: relative residual of the block's eigen-solves (eigenvalues to ~its square)
     central_chord: bool = True  # central: one eigen-solve per GD step, substeps on the block's first-order model
     central_chord_tol: float = 1e-3  # central: reused pairs' block model must match the next solve to this·2/η
-    central_pairs_every: int = 1  # central: fresh pair vectors ∇³L(u_i, u_j) every this many eigen-solves
+    central_pairs_every: int = 2  # central: fresh pair vectors ∇³L(u_i, u_j) every this many eigen-solves
     central_exact_drift: bool = True  # central: with reused pairs, D(X) from one fresh third-derivative product
     kproj_tol: float = 1e-9  # kconstrained: stop projecting onto M_k when both residuals are below this
     kproj_max_iter: int = 10  # kconstrained: most linearized steps per projection onto M_k

@@ -77,76 +77,12 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..problem.objective import Objective, Point
 from ..spectrum import EigenTracker, Eigenpairs
-from ..spectrum.sdcp import SDCPResult, gram_matrix, pair_coefficients, smat, solve_sdcp, svec_weights
+from ..spectrum.sdcp import SDCPResult, gram_matrix, pair_coefficients, solve_sdcp
 from .base import Context, Fields, Process, all_finite, tensor_finite, tracker_options
-
-
-# -- the critical block --------------------------------------------------------------------------
-def _block(eig: Eigenpairs) -> Tensor:
-    """An eigen-solve's vectors with its guard vectors, if any (the warm start of the next solve)."""
-    guard = eig.extra.get("guard")
-    return eig.vectors if guard is None or not guard.shape[0] else torch.cat([eig.vectors, guard])
-
-
-def refresh_block(tracker: EigenTracker, point: Point, lr: float, track_threshold: float = 0.975,
-                  max_k: int | None = None, from_last: bool = False) -> Eigenpairs:
-    """Top eigenpairs at ``point`` covering every eigenvalue ``≥ track_threshold·2/η`` plus one below.
-
-    Grows ``tracker.k`` and re-solves while the block's last eigenvalue is
-    still above the threshold; afterwards sets ``tracker.k`` for the next
-    refresh to (eigenvalues above) + 1.  ``max_k`` caps the block (default:
-    the dimension).  ``from_last``: warm-start from the tracker's last block
-    alone instead of its history (a smooth path sampled finely, such as the
-    flow's substeps, needs no history: one block costs ``k`` HVPs for the
-    Rayleigh–Ritz step, the history several times that).
-    """
-    d = point.objective.dim
-    cap = d if max_k is None else max(1, min(int(max_k), d))
-    tracker.k = max(1, min(tracker.k, cap))
-    edge = track_threshold * 2.0 / lr
-    history = tracker.snapshot() if from_last else ()
-    start = history[0] if history else None        # the newest block: the last solve's vectors and guard
-    eig = tracker.refresh(point, start=start)
-    while float(eig.values[-1]) >= edge and tracker.k < cap:
-        tracker.k = min(cap, tracker.k + max(1, tracker.k // 2))
-        eig = tracker.refresh(point, start=_block(eig))
-    above = int((eig.values >= edge).sum())
-    tracker.k = max(1, min(cap, above + 1))
-    return eig
-
-
-def critical_count(values: Tensor, lr: float, threshold: float = 0.975) -> int:
-    """How many of the (descending) ``values`` are ``≥ threshold·2/η``."""
-    return int((torch.as_tensor(values, dtype=torch.float64) >= threshold * 2.0 / lr).sum())
-
-
-def rotate_pairs(pairs: Tensor, old: Tensor, new: Tensor) -> Tensor:
-    """Pair vectors of the basis ``old`` (k, d) re-expressed in the basis ``new`` (k, d) of the same subspace.
-
-    ``p'_ij = Σ_ab R_ia R_jb p_ab`` with ``R`` the orthogonal polar factor of the overlap ``new·oldᵀ`` (the
-    rotation closest to it: a subspace that has drifted a little is not shrunk); exact when the span is
-    unchanged and ``∇³L`` is.
-    """
-    k = old.shape[0]
-    iu, ju = torch.triu_indices(k, k)
-    full = pairs.new_zeros(k, k, pairs.shape[1])
-    full[iu, ju] = pairs
-    full[ju, iu] = pairs
-    W, _, Vh = torch.linalg.svd((new @ old.T).double())
-    R = (W @ Vh).to(pairs)
-    rot = torch.einsum("ia,jb,abd->ijd", R, R, full)
-    return rot[iu, ju]
+from .block import PairCache, block_fields, critical_count, pair_matrix, refresh_block, rotate_pairs
 
 
 # -- one substep ----------------------------------------------------------------------------------
-def pair_matrix(pairs: Tensor, v: Tensor) -> np.ndarray:
-    """The symmetric ``k×k`` matrix ``[p_ij·v]`` of the pair vectors (``triu_indices`` rows) against ``v``: how
-    the critical block ``UᵀHU`` changes along ``v`` to first order."""
-    m = pairs.shape[0]
-    k = int(round((math.sqrt(8 * m + 1) - 1) / 2))
-    return smat((pairs @ v.to(pairs)).double().cpu().numpy() * svec_weights(k), k)
-
-
 def sdcp_terms(block: Tensor | np.ndarray, pairs: Tensor, grad: Tensor, lr: float, dt: float,
                gram: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(A, B)`` of the central flow's SDCP over a substep ``dt`` (module docstring); ``B`` in svec coordinates.
@@ -274,48 +210,6 @@ def substep_count(values: Tensor, k_crit: int, lr: float, *, stiffness: float = 
     return int(min(max_substeps, max(min_substeps, n)))
 
 
-@dataclass
-class PairCache:
-    """Pair vectors kept from one eigen-solve to the next (``pairs_every > 1``).
-
-    ``pairs`` (k(k+1)/2, d) of the basis ``U`` (k, d), computed at ``theta``
-    where the critical block was ``block`` (k, k); ``age``: eigen-solves they
-    have served.  In chord mode ``block + [p_ij·(θ − theta)]`` is the model of
-    ``UᵀH(θ)U`` that the next solve checks (``chord_tol``).
-    """
-
-    pairs: Tensor | None = None
-    U: Tensor | None = None
-    theta: Tensor | None = None
-    block: np.ndarray | None = None
-    age: int = 0
-
-    def reusable(self, U: Tensor, pairs_every: int, rotation_tol: float) -> bool:
-        """Same critical dimension, not too old, and ``U`` spans (nearly) the same subspace."""
-        k = U.shape[0]
-        if self.pairs is None or self.U is None or self.U.shape[0] != k or self.age >= pairs_every or not k:
-            return False
-        R = (U @ self.U.T).double()
-        return float((R @ R.T - torch.eye(k, dtype=R.dtype, device=R.device)).abs().max()) <= rotation_tol
-
-    def model_error(self, U: Tensor, theta: Tensor, values: Tensor, lr: float) -> float:
-        """``max |R(block + [p·Δθ])Rᵀ − diag(values)|·η/2``: how far the first-order model of the critical
-        block, carried from where the pairs were taken, is from the block solved at ``theta`` (× 2/η)."""
-        model = self.block + pair_matrix(self.pairs, theta - self.theta)
-        W, _, Vh = torch.linalg.svd((U @ self.U.T).double().cpu())
-        R = (W @ Vh).numpy()
-        return float(np.abs(R @ model @ R.T - np.diag(values.double().cpu().numpy())).max()) * lr / 2
-
-    def state_dict(self) -> dict:
-        return {"pairs": None if self.pairs is None else self.pairs.cpu(), "U": None if self.U is None else self.U.cpu(),
-                "theta": None if self.theta is None else self.theta.cpu(), "block": self.block, "age": self.age}
-
-    def load_state_dict(self, state: dict, like: Tensor) -> None:
-        move = (lambda t: None if t is None else t.to(like))
-        self.pairs, self.U, self.theta = move(state["pairs"]), move(state["U"]), move(state["theta"])
-        self.block, self.age = state["block"], int(state["age"])
-
-
 def central_flow_step(objective: Objective, theta: Tensor, lr: float, tracker: EigenTracker, *,
                       threshold: float = 0.975, track_threshold: float | None = None, substeps: int | None = None,
                       min_substeps: int = 2, max_substeps: int = 32, stiffness: float = 0.5, chord: bool = True,
@@ -426,14 +320,6 @@ def _chord_substeps(objective: Objective, p: Point, eig: Eigenpairs, kc: int, n:
 
 
 # -- the process ------------------------------------------------------------------------------------
-def block_fields(values: Tensor, k_crit: int, lr: float) -> dict[str, float]:
-    """``lambda_i`` for the tracked block and ``next_ratio = η λ_{k+1}/2`` (the first eigenvalue outside the
-    critical set over the edge; NaN when the block holds none)."""
-    out = {f"lambda_{i + 1}": float(v) for i, v in enumerate(values)}
-    out["next_ratio"] = float(values[k_crit]) * lr / 2 if values.numel() > k_crit else math.nan
-    return out
-
-
 class CentralFlow(Process):
     """The central flow (module docstring) in lockstep with GD: one :func:`central_flow_step` per GD step.
 
@@ -461,9 +347,10 @@ class CentralFlow(Process):
     def __init__(self, *, central_eig_tol: float = 1e-5, critical_threshold: float = 0.975, track_threshold: float | None = None,
                  central_substeps: int | None = None, central_min_substeps: int = 2, central_max_substeps: int = 32,
                  central_stiffness: float = 0.5, central_chord: bool = True, central_chord_tol: float = 1e-3,
-                 central_pairs_every: int = 1, central_exact_drift: bool = True, sdcp_tol: float = 1e-8,
+                 central_pairs_every: int = 2, central_exact_drift: bool = True, sdcp_tol: float = 1e-8,
                  block_max_k: int | None = None, sdcp_on_fail: Literal["raise", "warn"] = "warn"):
-        self.tracker = EigenTracker(1, **tracker_options(central_eig_tol))
+        # one solve per GD step at a loose tolerance: a single warm block often suffices (min_history 1)
+        self.tracker = EigenTracker(1, **{**tracker_options(central_eig_tol), "min_history": 1})
         self.options = dict(threshold=critical_threshold, track_threshold=track_threshold, substeps=central_substeps,
                             min_substeps=central_min_substeps, max_substeps=central_max_substeps,
                             stiffness=central_stiffness, chord=central_chord, chord_tol=central_chord_tol,

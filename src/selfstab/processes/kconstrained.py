@@ -43,7 +43,7 @@ from ..problem.objective import Objective, Point
 from ..spectrum import EigenTracker, Eigenpairs
 from ..spectrum.sdcp import SDCPResult, gram_matrix, pair_coefficients, smat, solve_sdcp, svec_weights
 from .base import Context, Fields, Process, all_finite, tensor_finite, tracker_options
-from .central import block_fields, critical_count, refresh_block, rotate_pairs
+from .block import block_fields, critical_count, refresh_block, rotate_pairs, same_subspace
 
 
 class KProjectionWarning(RuntimeWarning):
@@ -165,10 +165,7 @@ def k_geometry(objective: Objective, theta: Tensor, tracker: EigenTracker, lr: f
 
 def _chord_pairs(chord: KGeometry | None, geom: KGeometry, rotation_tol: float = 1e-3) -> Tensor | None:
     """The chord's pair vectors in ``geom``'s basis, when both blocks span nearly the same subspace."""
-    if chord is None or chord.k != geom.k:
-        return None
-    R = (geom.U @ chord.U.T).double()
-    if float((R @ R.T - torch.eye(geom.k, dtype=R.dtype, device=R.device)).abs().max()) > rotation_tol:
+    if chord is None or not same_subspace(geom.U, chord.U, rotation_tol):
         return None
     return rotate_pairs(chord.pairs, chord.U, geom.U)
 

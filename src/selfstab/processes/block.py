@@ -1,0 +1,145 @@
+"""The critical block (docs/theory.md §10): the top eigenpairs at the edge and their pair vectors.
+
+Shared by the central flow (:mod:`~selfstab.processes.central`) and ``θ†_k``
+(:mod:`~selfstab.processes.kconstrained`): the block an eigen-tracker
+follows (every eigenvalue above a threshold plus a guard), the critical
+count, pair vectors ``p_ij = ∇³L(u_i, u_j)`` re-expressed in a rotated basis
+of the same subspace, the first-order change of the block along a direction
+``[p_ij·v]``, and a cache that carries pair vectors from one eigen-solve to
+the next.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..problem.objective import Point
+from ..spectrum import EigenTracker, Eigenpairs
+from ..spectrum.sdcp import smat, svec_weights
+
+
+def _block(eig: Eigenpairs) -> Tensor:
+    """An eigen-solve's vectors with its guard vectors, if any (the warm start of the next solve)."""
+    guard = eig.extra.get("guard")
+    return eig.vectors if guard is None or not guard.shape[0] else torch.cat([eig.vectors, guard])
+
+
+def refresh_block(tracker: EigenTracker, point: Point, lr: float, track_threshold: float = 0.975,
+                  max_k: int | None = None, from_last: bool = False) -> Eigenpairs:
+    """Top eigenpairs at ``point`` covering every eigenvalue ``≥ track_threshold·2/η`` plus one below.
+
+    Grows ``tracker.k`` and re-solves while the block's last eigenvalue is
+    still above the threshold; afterwards sets ``tracker.k`` for the next
+    refresh to (eigenvalues above) + 1.  ``max_k`` caps the block (default:
+    the dimension).  ``from_last``: warm-start from the tracker's last block
+    alone instead of its history (a smooth path sampled finely, such as the
+    flow's substeps, needs no history: one block costs ``k`` HVPs for the
+    Rayleigh–Ritz step, the history several times that).
+    """
+    d = point.objective.dim
+    cap = d if max_k is None else max(1, min(int(max_k), d))
+    tracker.k = max(1, min(tracker.k, cap))
+    edge = track_threshold * 2.0 / lr
+    history = tracker.snapshot() if from_last else ()
+    start = history[0] if history else None        # the newest block: the last solve's vectors and guard
+    eig = tracker.refresh(point, start=start)
+    while float(eig.values[-1]) >= edge and tracker.k < cap:
+        tracker.k = min(cap, tracker.k + max(1, tracker.k // 2))
+        eig = tracker.refresh(point, start=_block(eig))
+    above = int((eig.values >= edge).sum())
+    tracker.k = max(1, min(cap, above + 1))
+    return eig
+
+
+def critical_count(values: Tensor, lr: float, threshold: float = 0.975) -> int:
+    """How many of the (descending) ``values`` are ``≥ threshold·2/η``."""
+    return int((torch.as_tensor(values, dtype=torch.float64) >= threshold * 2.0 / lr).sum())
+
+
+def rotate_pairs(pairs: Tensor, old: Tensor, new: Tensor) -> Tensor:
+    """Pair vectors of the basis ``old`` (k, d) re-expressed in the basis ``new`` (k, d) of the same subspace.
+
+    ``p'_ij = Σ_ab R_ia R_jb p_ab`` with ``R`` the orthogonal polar factor of the overlap ``new·oldᵀ`` (the
+    rotation closest to it: a subspace that has drifted a little is not shrunk); exact when the span is
+    unchanged and ``∇³L`` is.
+    """
+    k = old.shape[0]
+    iu, ju = torch.triu_indices(k, k)
+    full = pairs.new_zeros(k, k, pairs.shape[1])
+    full[iu, ju] = pairs
+    full[ju, iu] = pairs
+    W, _, Vh = torch.linalg.svd((new @ old.T).double())
+    R = (W @ Vh).to(pairs)
+    rot = torch.einsum("ia,jb,abd->ijd", R, R, full)
+    return rot[iu, ju]
+
+
+def same_subspace(U: Tensor, V: Tensor, tol: float) -> bool:
+    """Whether the orthonormal rows of ``U`` and ``V`` (k, d) span nearly the same subspace:
+    ``max |RRᵀ − I| ≤ tol`` for the overlap ``R = U Vᵀ``."""
+    k = U.shape[0]
+    if V.shape[0] != k:
+        return False
+    R = (U @ V.T).double()
+    return float((R @ R.T - torch.eye(k, dtype=R.dtype, device=R.device)).abs().max()) <= tol
+
+
+def pair_matrix(pairs: Tensor, v: Tensor) -> np.ndarray:
+    """The symmetric ``k×k`` matrix ``[p_ij·v]`` of the pair vectors (``triu_indices`` rows) against ``v``: how
+    the critical block ``UᵀHU`` changes along ``v`` to first order."""
+    m = pairs.shape[0]
+    k = int(round((math.sqrt(8 * m + 1) - 1) / 2))
+    return smat((pairs @ v.to(pairs)).double().cpu().numpy() * svec_weights(k), k)
+
+
+def block_fields(values: Tensor, k_crit: int, lr: float) -> dict[str, float]:
+    """``lambda_i`` for the tracked block and ``next_ratio = η λ_{k+1}/2`` (the first eigenvalue outside the
+    critical set over the edge; NaN when the block holds none)."""
+    out = {f"lambda_{i + 1}": float(v) for i, v in enumerate(values)}
+    out["next_ratio"] = float(values[k_crit]) * lr / 2 if values.numel() > k_crit else math.nan
+    return out
+
+
+@dataclass
+class PairCache:
+    """Pair vectors kept from one eigen-solve to the next (``pairs_every > 1``).
+
+    ``pairs`` (k(k+1)/2, d) of the basis ``U`` (k, d), computed at ``theta``
+    where the critical block was ``block`` (k, k); ``age``: eigen-solves they
+    have served.  In chord mode ``block + [p_ij·(θ − theta)]`` is the model of
+    ``UᵀH(θ)U`` that the next solve checks (``chord_tol``).
+    """
+
+    pairs: Tensor | None = None
+    U: Tensor | None = None
+    theta: Tensor | None = None
+    block: np.ndarray | None = None
+    age: int = 0
+
+    def reusable(self, U: Tensor, pairs_every: int, rotation_tol: float) -> bool:
+        """Same critical dimension, not too old, and ``U`` spans (nearly) the same subspace."""
+        if self.pairs is None or self.U is None or self.age >= pairs_every or not U.shape[0]:
+            return False
+        return same_subspace(U, self.U, rotation_tol)
+
+    def model_error(self, U: Tensor, theta: Tensor, values: Tensor, lr: float) -> float:
+        """``max |R(block + [p·Δθ])Rᵀ − diag(values)|·η/2``: how far the first-order model of the critical
+        block, carried from where the pairs were taken, is from the block solved at ``theta`` (× 2/η)."""
+        model = self.block + pair_matrix(self.pairs, theta - self.theta)
+        W, _, Vh = torch.linalg.svd((U @ self.U.T).double().cpu())
+        R = (W @ Vh).numpy()
+        return float(np.abs(R @ model @ R.T - np.diag(values.double().cpu().numpy())).max()) * lr / 2
+
+    def state_dict(self) -> dict:
+        return {"pairs": None if self.pairs is None else self.pairs.cpu(), "U": None if self.U is None else self.U.cpu(),
+                "theta": None if self.theta is None else self.theta.cpu(), "block": self.block, "age": self.age}
+
+    def load_state_dict(self, state: dict, like: Tensor) -> None:
+        move = (lambda t: None if t is None else t.to(like))
+        self.pairs, self.U, self.theta = move(state["pairs"]), move(state["U"]), move(state["theta"])
+        self.block, self.age = state["block"], int(state["age"])
