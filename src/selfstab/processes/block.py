@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..problem.objective import Point
+from ..problem.point import Point
 from ..spectrum import EigenTracker, Eigenpairs
 from ..spectrum.sdcp import smat, svec_weights
 
