@@ -53,14 +53,15 @@ def _plot(args) -> int:
 def register(subparsers) -> None:
     """Add ``selfstab plot``."""
     p = subparsers.add_parser(
-        "plot", help="draw the paper's figures (1, 4, Appendix E, 5, 6) from run directories",
+        "plot", help="draw the paper's figures (1, 4, Appendix E, 5, 6, c) from run directories",
         description="Draw the paper's figures from the records of one or more run directories (PNG and PDF). "
                     "Figure 1: sharpening to the edge; 4: GD vs the predictions, θ† and gradient flow (plus a "
                     "zoom on one cycle); e: the Appendix E assumption plots; 5: top eigenvalues; 6: a sweep "
-                    "(loss, test accuracy, sharpness per η). With several runs, Figures 4 and 6 combine them.")
+                    "(loss, test accuracy, sharpness per η); c: several unstable eigenvalues (GD against the central "
+                    "flow and θ†_k). With several runs, Figures 4 and 6 combine them.")
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run directories")
     p.add_argument("--figures", default=None, metavar="LIST",
-                   help="comma-separated figures among 1,4,e,5,6 (or all); default: those the records allow. "
+                   help="comma-separated figures among 1,4,e,5,6,c (or all); default: those the records allow. "
                         "A figure asked for by name whose records are missing is an error")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="output folder (default: RUN/figures; with several runs, figures/ beside the first)")
