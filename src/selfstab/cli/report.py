@@ -26,7 +26,7 @@ def register(subparsers) -> None:
         "report",
         description="Write a report of a run directory: its config, key numbers (onset, why tracking stopped, "
                     "errors of the Theorem 1 predictions, λ₂ against the stop threshold, distances, "
-                    "solver costs) and the figures (1, 4, Appendix E, 5, 6) that its records allow. With several "
+                    "solver costs) and the figures (1, 4, Appendix E, 5, 6, c) that its records allow. With several "
                     "runs, one page compares them: the config keys that differ, the key numbers side by side (one "
                     "column per run) and the combined Figures 4 and 6. A run still being written is reported as "
                     "far as it is recorded, and the page says so. HTML embeds the images; Markdown writes PNGs "
