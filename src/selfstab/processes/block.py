@@ -61,6 +61,13 @@ def critical_count(values: Tensor, lr: float, threshold: float = 0.975) -> int:
     return int((torch.as_tensor(values, dtype=torch.float64) >= threshold * 2.0 / lr).sum())
 
 
+def rotation(new: Tensor, old: Tensor) -> Tensor:
+    """The orthogonal polar factor (float64) of the overlap ``new·oldᵀ`` of two (k, d) bases: the rotation
+    closest to it, so a subspace that has drifted a little is not shrunk."""
+    W, _, Vh = torch.linalg.svd((new @ old.T).double())
+    return W @ Vh
+
+
 def rotate_pairs(pairs: Tensor, old: Tensor, new: Tensor) -> Tensor:
     """Pair vectors of the basis ``old`` (k, d) re-expressed in the basis ``new`` (k, d) of the same subspace.
 
@@ -73,8 +80,7 @@ def rotate_pairs(pairs: Tensor, old: Tensor, new: Tensor) -> Tensor:
     full = pairs.new_zeros(k, k, pairs.shape[1])
     full[iu, ju] = pairs
     full[ju, iu] = pairs
-    W, _, Vh = torch.linalg.svd((new @ old.T).double())
-    R = (W @ Vh).to(pairs)
+    R = rotation(new, old).to(pairs)
     rot = torch.einsum("ia,jb,abd->ijd", R, R, full)
     return rot[iu, ju]
 
@@ -131,8 +137,7 @@ class PairCache:
         """``max |R(block + [p·Δθ])Rᵀ − diag(values)|·η/2``: how far the first-order model of the critical
         block, carried from where the pairs were taken, is from the block solved at ``theta`` (× 2/η)."""
         model = self.block + pair_matrix(self.pairs, theta - self.theta)
-        W, _, Vh = torch.linalg.svd((U @ self.U.T).double().cpu())
-        R = (W @ Vh).numpy()
+        R = rotation(U, self.U).cpu().numpy()
         return float(np.abs(R @ model @ R.T - np.diag(values.double().cpu().numpy())).max()) * lr / 2
 
     def state_dict(self) -> dict:

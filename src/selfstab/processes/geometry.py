@@ -26,6 +26,24 @@ def squared_norm(v: Tensor) -> float:
     return float(v.pow(2).sum())
 
 
+def point_state(point: Point, eig: Eigenpairs) -> dict:
+    """The checkpoint of a point and its eigenpairs: θ, the loss and gradient as computed, and the solve."""
+    return {"theta": point.theta.cpu(), "loss": point.loss.cpu(), "grad": point.grad.cpu(),
+            "values": eig.values, "vectors": eig.vectors.cpu(), "images": eig.images.cpu(),
+            "residuals": eig.residuals, "hvps": eig.hvps, "iterations": eig.iterations, "converged": eig.converged,
+            "method": eig.method}
+
+
+def point_from_state(objective: Objective, state: dict) -> tuple[Point, Eigenpairs]:
+    """:func:`point_state` back on ``objective``'s device; the loss and gradient as computed before the
+    checkpoint, not recomputed (nor counted) on resume."""
+    dev = objective.device
+    eig = Eigenpairs(state["values"], state["vectors"].to(dev), state["images"].to(dev), state["residuals"],
+                     int(state["hvps"]), int(state["iterations"]), bool(state["converged"]), str(state["method"]))
+    point = objective.at(state["theta"].to(dev), loss=state["loss"].to(dev), grad=state["grad"].to(dev))
+    return point, eig
+
+
 @dataclass
 class Geometry:
     """Everything at ``theta`` that the tracked processes use (float64 vectors of shape ``(d,)``)."""
@@ -89,22 +107,14 @@ class Geometry:
 
     def state_dict(self) -> dict:
         """Everything needed to rebuild this geometry without recomputing (or counting) anything."""
-        e = self.eig
-        return {"theta": self.theta.cpu(), "loss": self.point.loss.cpu(), "grad": self.point.grad.cpu(),
-                "values": e.values, "vectors": e.vectors.cpu(), "images": e.images.cpu(),
-                "residuals": e.residuals, "hvps": e.hvps, "iterations": e.iterations, "converged": e.converged,
-                "method": e.method,
+        return {**point_state(self.point, self.eig),
                 "grad_sharpness": None if self._grad_sharpness is None else self._grad_sharpness.cpu()}
 
     @classmethod
     def from_state(cls, objective: Objective, state: dict) -> "Geometry":
-        dev = objective.device
-        eig = Eigenpairs(state["values"], state["vectors"].to(dev), state["images"].to(dev), state["residuals"],
-                         int(state["hvps"]), int(state["iterations"]), bool(state["converged"]), str(state["method"]))
-        # the loss and gradient as computed before the checkpoint: not recomputed (nor counted) on resume
-        point = objective.at(state["theta"].to(dev), loss=state["loss"].to(dev), grad=state["grad"].to(dev))
+        point, eig = point_from_state(objective, state)
         gs = state["grad_sharpness"]
-        return cls(point.theta, point, eig, None if gs is None else gs.to(dev))
+        return cls(point.theta, point, eig, None if gs is None else gs.to(objective.device))
 
 
 def geometry_at(objective: Objective, theta: Tensor, tracker: EigenTracker) -> Geometry:

@@ -43,6 +43,7 @@ from ..problem.objective import Objective, Point
 from ..spectrum import EigenTracker, Eigenpairs
 from ..spectrum.sdcp import SDCPResult, gram_matrix, pair_coefficients, smat, solve_sdcp, svec_weights
 from .base import Context, Fields, Process, all_finite, tensor_finite, tracker_options
+from .geometry import point_from_state, point_state
 from .block import block_fields, critical_count, refresh_block, rotate_pairs, same_subspace
 
 
@@ -79,21 +80,15 @@ class KGeometry:
 
     def state_dict(self) -> dict:
         """Everything needed to rebuild this geometry without recomputing it (tensors on the CPU)."""
-        e = self.eig
-        return {"theta": self.theta.cpu(), "loss": self.point.loss.cpu(), "grad": self.point.grad.cpu(), "k": self.k,
-                "values": e.values, "vectors": e.vectors.cpu(), "images": e.images.cpu(), "residuals": e.residuals,
-                "hvps": e.hvps, "iterations": e.iterations, "converged": e.converged, "method": e.method,
+        return {**point_state(self.point, self.eig), "k": self.k,
                 "pairs": None if self._pairs is None else self._pairs.cpu()}
 
     @classmethod
     def from_state(cls, objective: Objective, state: dict) -> "KGeometry":
         """The geometry :meth:`state_dict` saved, on ``objective``'s device."""
-        dev = objective.device
-        eig = Eigenpairs(state["values"], state["vectors"].to(dev), state["images"].to(dev), state["residuals"],
-                         int(state["hvps"]), int(state["iterations"]), bool(state["converged"]), str(state["method"]))
-        point = objective.at(state["theta"].to(dev), loss=state["loss"].to(dev), grad=state["grad"].to(dev))
+        point, eig = point_from_state(objective, state)
         pairs = state["pairs"]
-        return cls(point, eig, int(state["k"]), None if pairs is None else pairs.to(dev))
+        return cls(point, eig, int(state["k"]), None if pairs is None else pairs.to(objective.device))
 
 
 def active_set(values: Tensor, lr: float, active_rtol: float = 1e-3) -> Tensor:
