@@ -22,38 +22,39 @@ from ..problem.point import Point
 from ..spectrum import EigenTracker, Eigenpairs
 from ..spectrum.sdcp import smat, svec_weights
 
-
-def _block(eig: Eigenpairs) -> Tensor:
-    """An eigen-solve's vectors with its guard vectors, if any (the warm start of the next solve)."""
-    guard = eig.extra.get("guard")
-    return eig.vectors if guard is None or not guard.shape[0] else torch.cat([eig.vectors, guard])
+BLOCK_GUARD = 2    # unconverged guard vectors below the critical block (benchmarks/bench_block.py)
 
 
 def refresh_block(tracker: EigenTracker, point: Point, lr: float, track_threshold: float = 0.975,
-                  max_k: int | None = None, from_last: bool = False) -> Eigenpairs:
-    """Top eigenpairs at ``point`` covering every eigenvalue ``≥ track_threshold·2/η`` plus one below.
+                  max_k: int | None = None, from_last: bool = False, guard: int = BLOCK_GUARD) -> Eigenpairs:
+    """Top eigenpairs at ``point``: every eigenvalue ``≥ track_threshold·2/η`` (at least the top one), then the
+    first guard.
 
-    Grows ``tracker.k`` and re-solves while the block's last eigenvalue is
-    still above the threshold; afterwards sets ``tracker.k`` for the next
-    refresh to (eigenvalues above) + 1.  ``max_k`` caps the block (default:
-    the dimension).  ``from_last``: warm-start from the tracker's last block
-    alone instead of its history (a smooth path sampled finely, such as the
-    flow's substeps, needs no history: one block costs ``k`` HVPs for the
-    Rayleigh–Ritz step, the history several times that).
+    One LOBPCG solve whose block follows the spectrum (``lobpcg(above=...)``): a
+    block that must grow takes its new vectors from the subspace it already
+    holds, and ``guard`` guard vectors below the edge are iterated but not
+    converged.  The result's last entry is the first guard (its Ritz value, a
+    lower bound on the next eigenvalue, and its residual); ``converged`` and
+    ``extra["wanted"]`` concern the wanted pairs.  ``max_k`` caps them
+    (default: the dimension).  ``from_last``: warm-start from the tracker's
+    last block alone instead of its history (a smooth path sampled finely,
+    such as the flow's substeps, needs no history: one block costs ``k`` HVPs
+    for the Rayleigh–Ritz step, the history several times that).
     """
     d = point.objective.dim
-    cap = d if max_k is None else max(1, min(int(max_k), d))
-    tracker.k = max(1, min(tracker.k, cap))
-    edge = track_threshold * 2.0 / lr
+    cap = d - 1 if max_k is None else max(1, min(int(max_k), d - 1))
+    tracker.k = 1
     history = tracker.snapshot() if from_last else ()
-    start = history[0] if history else None        # the newest block: the last solve's vectors and guard
-    eig = tracker.refresh(point, start=start)
-    while float(eig.values[-1]) >= edge and tracker.k < cap:
-        tracker.k = min(cap, tracker.k + max(1, tracker.k // 2))
-        eig = tracker.refresh(point, start=_block(eig))
-    above = int((eig.values >= edge).sum())
-    tracker.k = max(1, min(cap, above + 1))
-    return eig
+    start = history[0] if history else None        # the newest block: the last solve's vectors and guards
+    eig = tracker.refresh(point, start=start, above=track_threshold * 2.0 / lr, max_k=cap, guard=guard)
+    g = eig.extra["guard"][:1]
+    gv, gr = eig.extra["guard_values"][:1], eig.extra["guard_residuals"][:1]
+    if not g.shape[0]:
+        return eig
+    return Eigenpairs(torch.cat([eig.values, gv]), torch.cat([eig.vectors, g]),
+                      torch.cat([eig.images, eig.extra["guard_images"][:1]]),
+                      torch.cat([eig.residuals, gr]), eig.hvps, eig.iterations, eig.converged, eig.method,
+                      {**eig.extra, "wanted": int(eig.values.numel())})
 
 
 def critical_count(values: Tensor, lr: float, threshold: float = 0.975) -> int:
@@ -105,7 +106,8 @@ def pair_matrix(pairs: Tensor, v: Tensor) -> np.ndarray:
 
 def block_fields(values: Tensor, k_crit: int, lr: float) -> dict[str, float]:
     """``lambda_i`` for the tracked block and ``next_ratio = η λ_{k+1}/2`` (the first eigenvalue outside the
-    critical set over the edge; NaN when the block holds none)."""
+    critical set over the edge; NaN when the block holds none).  From :func:`refresh_block` the last value
+    is the first guard's Ritz value, a lower bound on that eigenvalue (to about its residual)."""
     out = {f"lambda_{i + 1}": float(v) for i, v in enumerate(values)}
     out["next_ratio"] = float(values[k_crit]) * lr / 2 if values.numel() > k_crit else math.nan
     return out

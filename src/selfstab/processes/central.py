@@ -53,9 +53,9 @@ the size of the authors' own 4-vs-8-substep difference;
   is what the SDCP needs exactly, come out to about the residual squared.
 
 The critical set: the eigen-tracker follows every eigenvalue above
-``track_threshold·2/η`` plus one guard vector below it (``k`` adapts; a block
-whose last value is still above the threshold is grown and re-solved at once,
-so no eigenvalue crosses unseen); those above ``threshold·2/η`` (default
+``track_threshold·2/η`` plus two unconverged guard vectors below it (``k``
+adapts within the solve: a guard whose Ritz value reaches the threshold
+becomes wanted, so no eigenvalue crosses unseen); those above ``threshold·2/η`` (default
 0.975, the reference's) enter the SDCP.  ``track_threshold`` defaults to
 ``threshold``: the block is then the critical eigenpairs plus the guard, which
 is all the flow needs; a lower one (e.g. 0.9) also records the eigenvalues on

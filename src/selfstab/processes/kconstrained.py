@@ -267,7 +267,7 @@ class KConstrained(Process):
         geom, lr = self.geometry, ctx.lr
         fields: Fields = {"loss": float(geom.point.loss), "grad_norm": float(geom.point.grad.norm()),
                           "k_crit": float(geom.k), **block_fields(geom.eig.values, geom.k, lr),
-                          "eig_residual": float(geom.eig.residuals.max()), **self.proj}
+                          "eig_residual": float(geom.eig.residuals[:geom.k].max()), **self.proj}
         if ctx.theta is not None:
             fields["dist_gd"] = float((ctx.theta.to(geom.theta) - geom.theta).norm())
         self.last = fields

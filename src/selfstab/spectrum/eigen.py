@@ -51,6 +51,7 @@ from ..errors import ConfigError, ConvergenceError
 
 MatVec = Callable[[Tensor], Tensor]          # (m, d) -> (m, d)
 
+GUARD_RESIDUAL = 0.1     # lobpcg(above=...): a guard's relative residual below which its Ritz value is trusted
 DENSE_MAX = 64           # auto: dense eigh (d HVPs) up to this dimension; beyond, warm LOBPCG is cheaper
 
 
@@ -147,19 +148,30 @@ def _failed(k: int, d: int, dtype, device, hvps: int, iterations: int, method: s
                       {"start_residual": start_residual, "guard": vectors[:0], "gap_ratio": nan, "failure": failure})
 
 
-def _dense(matvec: MatVec, d: int, k: int, dtype, device) -> Eigenpairs:
+def _dense(matvec: MatVec, d: int, k: int, dtype, device, above: float | None = None, guard: int = 0,
+           max_k: int | None = None) -> Eigenpairs:
     eye = torch.eye(d, dtype=dtype, device=device)
     H = torch.cat([matvec(eye[i:i + 64]) for i in range(0, d, 64)]).double()
     if not _finite(H):
         return _failed(k, d, dtype, device, d, 1, "dense", _NONFINITE)
     H = 0.5 * (H + H.T)
     w, V = torch.linalg.eigh(H)
+    extra = {}
+    if above is not None:   # as lobpcg(above=...): every eigenvalue ≥ above (at least k), then the guards
+        cap = d - 1 if max_k is None else max(1, min(int(max_k), d - 1))
+        k = min(max(k, int((w >= above).sum())), cap)
+        order = torch.argsort(w, descending=True)
+        gidx = order[k:k + max(1, guard)]
+        G = V[:, gidx].T.contiguous()
+        extra = {"guard": G.to(dtype), "guard_images": (H @ G.T).T.to(dtype), "guard_values": w[gidx].cpu(),
+                 "guard_residuals": _residuals(w[gidx].cpu(), G, (H @ G.T).T),
+                 "gap_ratio": float(w[gidx[0]] / w[order[k - 1]]) if float(w[order[k - 1]]) > 0 else float("nan")}
     idx = torch.argsort(w, descending=True)[:k]
     X = V[:, idx].T.contiguous()
     vals = w[idx].cpu()
     AX = (H @ X.T).T
     res = _residuals(vals, X, AX)
-    return Eigenpairs(vals, X.to(dtype), AX.to(dtype), res, d, 1, True, "dense")
+    return Eigenpairs(vals, X.to(dtype), AX.to(dtype), res, d, 1, True, "dense", extra)
 
 
 class _NonFiniteImage(ArithmeticError):
@@ -291,7 +303,8 @@ def _rayleigh_ritz(S: Tensor, AS: Tensor, k: int, n_p: int):
     return None
 
 
-def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int = 200, guard: int = 0) -> Eigenpairs:
+def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int = 200, guard: int = 0,
+           above: float | None = None, max_k: int | None = None) -> Eigenpairs:
     """Block LOBPCG for the ``k`` largest eigenpairs, Rayleigh–Ritz first on the whole ``start`` subspace.
 
     ``start`` (m, d), m ≥ k: the warm subspace.  Costs m HVPs for the start and
@@ -303,9 +316,23 @@ def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int =
     top eigenvalues (e.g. the cluster of ~10 top eigenvalues of a 10-class ``mse`` problem).  The result holds the
     ``k`` wanted pairs; the guard vectors are in ``extra["guard"]``.
 
+    ``above`` (the critical block, docs/theory.md §10): the number of wanted pairs adapts — every Ritz value
+    ``≥ above`` of the current subspace is wanted (at least ``k``, at most ``max_k``), so a block that must
+    grow takes its new vectors from the subspace LOBPCG already holds (no restart, no random directions).
+    The ``guard`` vectors (at least one) then need not converge: they get fresh residual directions only
+    while their Ritz value, widened by its residual, still reaches ``above`` or their residual exceeds
+    ``GUARD_RESIDUAL`` (the solve stops when the wanted pairs meet ``tol`` and the first guard is clearly
+    below ``above``).  A wanted vector just below
+    the edge of a dense spectrum would otherwise cost the most of all; here it is not wanted.
+    ``extra["guard_values"]``/``["guard_residuals"]``: the guards' Ritz values (lower bounds on the next
+    eigenvalues) and residuals.
+
     A breakdown (see the module docstring) ends the solve unconverged, with ``extra["failure"]`` = (what
     failed, what to do) and the last finite Ritz pairs (NaN when there were none).
     """
+    if above is not None:
+        return _lobpcg_above(matvec, start, k, tol=tol, max_iter=max_iter, guard=max(1, guard), above=above,
+                             max_k=max_k)
     want, k = k, k + guard
     S = _orthonormalize(start)
     if S.shape[0] < k:  # the warm start collapsed: pad with seeded random directions
@@ -377,18 +404,118 @@ def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int =
     return Eigenpairs(values[:want], X[:want], AX[:want], res[:want], hvps, it, converged, "lobpcg", extra)
 
 
+def _random_rows(m: int, like: Tensor, against: Tensor, seed: int) -> Tensor:
+    """``m`` seeded random directions orthonormal to the rows of ``against`` (a warm start that is too small)."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    extra = torch.randn(m + 1, like.shape[1], generator=g, dtype=torch.float64).to(like)
+    return _orthonormalize(extra, against=against)[:m]
+
+
+def _lobpcg_above(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int, guard: int, above: float,
+                  max_k: int | None) -> Eigenpairs:
+    """:func:`lobpcg` with ``above``: every eigenpair ``≥ above`` (at least ``k``) plus unconverged guards.
+
+    The same iteration as :func:`lobpcg` (Rayleigh–Ritz on ``[X, P, W]``, one HVP per new direction) with
+    a block ``X`` of ``want + guard`` Ritz vectors, ``want`` re-counted after every Rayleigh–Ritz step.  Ritz
+    values of a subspace that keeps the previous ``X`` never decrease, so ``want`` never shrinks within a
+    solve.  Hand-written for the reasons in the module docstring, and because no library LOBPCG lets the
+    number of wanted pairs follow the spectrum.
+    """
+    d = start.shape[1]
+    cap = d - guard if max_k is None else max(1, min(int(max_k), d - guard))
+    want = max(1, min(k, cap))
+    S = _orthonormalize(start)
+    if S.shape[0] < want + guard:
+        S = torch.cat([S, _random_rows(want + guard - S.shape[0], S, S, S.shape[0] + 7)])
+    AS = matvec(S)
+    hvps = S.shape[0]
+    if not _finite(AS):
+        return _failed(want, d, S.dtype, S.device, hvps, 0, "lobpcg", _NONFINITE)
+    it, n_p, k_prev, failure, last, first_residual = 0, 0, 0, None, None, float("nan")
+    while True:
+        rr = _rayleigh_ritz(S, AS, max(k_prev, 1), n_p)
+        if rr is None:
+            failure = _RAYLEIGH_RITZ
+            break
+        S, AS, w, C, recovered = rr
+        want = max(want, min(cap, int((w >= above).sum())))
+        kb = want + guard
+        if kb > S.shape[0]:   # the subspace holds too few directions for the grown block: add random ones
+            R = _random_rows(kb - S.shape[0], S, S, S.shape[0] + 7)
+            AR = matvec(R)
+            hvps += R.shape[0]
+            if not _finite(AR):
+                failure = _NONFINITE
+                break
+            S, AS, n_p, k_prev = torch.cat([S, R]), torch.cat([AS, AR]), 0, 0
+            continue
+        order = torch.argsort(w, descending=True)
+        ctop = C[:, order[:kb]]
+        values = w[order[:kb]].cpu()
+        X = (ctop.T.to(S) @ S)
+        AX = (ctop.T.to(S) @ AS)
+        res = _residuals(values, X, AX)
+        last = values, X, AX, res, want
+        if it == 0:
+            first_residual = float(res[:want].max())
+        # the first guard is clearly below the edge: its Ritz value widened by its residual, and a residual
+        # small enough for the value to mean something (a random padding direction's does not)
+        settled = float(res[want]) <= GUARD_RESIDUAL and float(values[want]) * (1.0 + float(res[want])) < above
+        if (bool((res[:want] <= tol).all()) and settled) or it >= max_iter:
+            break
+        it += 1
+        if it == 1:
+            cp = C[:, order[kb:]]
+        elif recovered:
+            cp = C[:, :0]
+        else:   # the new Ritz vectors' part outside the old X block (lobpcg's P)
+            cp = ctop.clone()
+            cp[:k_prev] = 0
+            cp = cp - ctop @ (ctop.T @ cp)
+            cp = _orthonormalize(cp.T).T if cp.abs().max() > 0 else cp[:, :0]
+        P, AP = (cp.T.to(S) @ S), (cp.T.to(S) @ AS)
+        todo = res > tol
+        if settled:
+            todo[want:] = False
+        else:   # guards not yet clearly below the edge (as ``settled``)
+            todo[want:] &= (res[want:] > GUARD_RESIDUAL) | (values[want:] * (1.0 + res[want:]) >= above)
+        R = AX[todo] - values[todo].to(X)[:, None] * X[todo]
+        W = _orthonormalize(R, against=torch.cat([X, P]), drop=1e-8)
+        if W.shape[0] == 0:
+            break
+        AW = matvec(W)
+        hvps += W.shape[0]
+        if not _finite(AW):
+            failure = _NONFINITE
+            break
+        S, AS = torch.cat([X, P, W]), torch.cat([AX, AP, AW])
+        n_p, k_prev = P.shape[0], kb
+    if last is None:
+        return _failed(want, d, S.dtype, S.device, hvps, it, "lobpcg", failure or _NONFINITE)
+    values, X, AX, res, want = last
+    converged = failure is None and bool((res[:want] <= tol).all())
+    extra = {"start_residual": first_residual, "guard": X[want:], "guard_images": AX[want:],
+             "guard_values": values[want:].clone(),
+             "guard_residuals": res[want:].clone(),
+             "gap_ratio": float(values[want] / values[want - 1]) if float(values[want - 1]) > 0 else float("nan")}
+    if failure is not None:
+        extra["failure"] = failure
+    return Eigenpairs(values[:want], X[:want], AX[:want], res[:want], hvps, it, converged, "lobpcg", extra)
+
+
 def top_eigenpairs(matvec: MatVec, d: int, k: int = 1, *, dtype: torch.dtype = torch.float64,
                    device: torch.device | str = "cpu", warm: Tensor | None = None, tol: float | None = None,
                    max_iter: int = 200, method: Literal["auto", "dense", "lobpcg", "eigsh"] = "auto",
                    on_fail: Literal["raise", "warn"] = "raise", seed: int = 0, previous: Tensor | None = None,
-                   guard: int = 0) -> Eigenpairs:
+                   guard: int = 0, above: float | None = None, max_k: int | None = None) -> Eigenpairs:
     """The ``k`` largest eigenpairs of the symmetric operator ``matvec`` (e.g. ``Point.hvp``).
 
     ``warm`` (m, d): a subspace to start from (previous eigenvectors, their
     history); without it the solve starts cold with ARPACK.  ``previous``
     (k, d): the last eigenvectors, for the sign convention (defaults to the
     first ``k`` rows of ``warm``).  ``tol``: relative residual (default
-    :func:`default_tol`).  ``guard``: extra LOBPCG vectors (see :func:`lobpcg`).
+    :func:`default_tol`).  ``guard``: extra LOBPCG vectors (see :func:`lobpcg`).  ``above``/``max_k``:
+    every eigenpair ``≥ above`` (at least ``k``, at most ``max_k``) with unconverged guards (:func:`lobpcg`).
 
     A solve that misses ``tol`` or breaks down (NaN/inf HVPs, a failed
     Rayleigh–Ritz step, an ARPACK error) raises :class:`ConvergenceError`
@@ -408,7 +535,7 @@ def top_eigenpairs(matvec: MatVec, d: int, k: int = 1, *, dtype: torch.dtype = t
 
     try:
         if method == "dense" or (method == "auto" and d <= DENSE_MAX):
-            result = _dense(counted, d, k, dtype, device)
+            result = _dense(counted, d, k, dtype, device, above, guard, max_k)
         else:
             hvps0, failure = 0, None
             if warm is None or method == "eigsh":
@@ -420,7 +547,8 @@ def top_eigenpairs(matvec: MatVec, d: int, k: int = 1, *, dtype: torch.dtype = t
             if failure is not None:
                 result = _failed(k, d, dtype, device, hvps0, 0, "eigsh", failure)
             else:
-                result = lobpcg(counted, start, k, tol=tol, max_iter=max_iter, guard=min(guard, d - k))
+                result = lobpcg(counted, start, k, tol=tol, max_iter=max_iter, guard=min(guard, d - k), above=above,
+                                max_k=max_k)
                 result.hvps += hvps0
                 if hvps0:
                     result.method = "eigsh+lobpcg"
@@ -429,14 +557,16 @@ def top_eigenpairs(matvec: MatVec, d: int, k: int = 1, *, dtype: torch.dtype = t
         result = _failed(k, d, dtype, device, spent[0], 0, method,
                          (f"torch.linalg failed ({what})", "the operator may be too ill-conditioned or not finite "
                           "here: loosen the tolerance, or use method='dense' on a small problem"))
-    prev = previous if previous is not None else (warm[:k] if warm is not None else None)
+    prev = previous if previous is not None else (warm[:result.values.numel()] if warm is not None else None)
     _align_signs(result.vectors, result.images, prev)
     if not result.converged:
         if "failure" in result.extra:
             what, todo = result.extra["failure"]
+            k = result.values.numel()
             msg = (f"eigen-solver: top-{k} eigenpairs failed: {what} after {result.iterations} iterations "
                    f"({result.hvps} HVPs); {todo}")
         else:
+            k = result.values.numel()
             msg = (f"eigen-solver: top-{k} eigenpairs did not converge: relative residual "
                    f"{float(result.residuals.max()):.2e} > tol {tol:.1e} after {result.iterations} iterations "
                    f"({result.hvps} HVPs); raise max_iter, loosen the tolerance, or use a larger block k")

@@ -85,13 +85,16 @@ class EigenTracker:
             return None
         return torch.cat(list(self._history)[: self.depth])
 
-    def refresh(self, point: Point, extra: Tensor | None = None, start: Tensor | None = None) -> Eigenpairs:
+    def refresh(self, point: Point, extra: Tensor | None = None, start: Tensor | None = None,
+                above: float | None = None, max_k: int | None = None, guard: int | None = None) -> Eigenpairs:
         """Top eigenpairs at ``point``; ``extra`` (m, d) optionally adds directions to the warm subspace.
 
         ``start`` (m, d), m ≥ k: warm-start from this block instead of the
         history (e.g. the eigenvectors just found at a point very close to
         ``point``); its first ``k`` rows also fix the signs.  The result joins the
-        history as usual.
+        history as usual.  ``above``/``max_k``/``guard``: every eigenpair ``≥ above``
+        (at least ``k``) with ``guard`` unconverged guards (:func:`~selfstab.spectrum.eigen.lobpcg`);
+        the tracker's own guard rule then stays out of it.
         """
         obj = point.objective
         warm = self.warm_subspace() if start is None else start.reshape(-1, obj.dim)
@@ -100,10 +103,15 @@ class EigenTracker:
             if extra is not None:
                 warm = torch.cat([warm, extra.reshape(-1, obj.dim).to(warm)])
         previous = (self._history[0] if self._history else None) if start is None else warm
+        if previous is not None and above is None:
+            previous = previous[: self.k]
         result = top_eigenpairs(point.hvp, obj.dim, self.k, dtype=obj.dtype, device=obj.device, warm=warm,
                                 tol=self.tol, max_iter=self.max_iter, method=self.method, on_fail=self.on_fail,
-                                seed=self.random_seed, previous=previous[: self.k] if previous is not None else None,
-                                guard=self.guard)
+                                seed=self.random_seed, previous=previous,
+                                guard=self.guard if guard is None else guard, above=above, max_k=max_k)
+        if above is not None:
+            self._remember(result)
+            return result
         self._easy = self._easy + 1 if result.iterations <= 2 else 0
         gap = result.extra.get("gap_ratio", float("nan"))
         if self.guard == 0 and result.iterations > self.guard_after and not gap < self.guard_gap:
@@ -116,6 +124,11 @@ class EigenTracker:
                 self.depth = min(self.depth + 1, self._history.maxlen)
             elif self._idle >= self.guard_off and self.depth > self.min_history:
                 self.depth, self._idle = self.depth - 1, 0
+        self._remember(result)
+        return result
+
+    def _remember(self, result: Eigenpairs) -> None:
+        """The result's block (vectors and guards) joins the history; the counts grow."""
         block = result.vectors
         if result.extra.get("guard") is not None and result.extra["guard"].shape[0]:
             block = torch.cat([block, result.extra["guard"]])
@@ -124,7 +137,6 @@ class EigenTracker:
         self.last_iterations = result.iterations
         self.hvps += result.hvps
         self.calls += 1
-        return result
 
     def reset(self) -> None:
         self._history.clear()
