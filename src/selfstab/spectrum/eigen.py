@@ -303,6 +303,14 @@ def _rayleigh_ritz(S: Tensor, AS: Tensor, k: int, n_p: int):
     return None
 
 
+def _random_rows(n: int, against: Tensor, seed: int) -> Tensor:
+    """``n`` seeded random directions made orthonormal to the rows of ``against`` (a warm start too small
+    for the block; near-dependent ones dropped)."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    extra = torch.randn(n, against.shape[1], generator=g, dtype=torch.float64).to(against)
+    return _orthonormalize(extra, against=against)
+
+
 def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int = 200, guard: int = 0,
            above: float | None = None, max_k: int | None = None) -> Eigenpairs:
     """Block LOBPCG for the ``k`` largest eigenpairs, Rayleigh–Ritz first on the whole ``start`` subspace.
@@ -314,52 +322,71 @@ def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int =
     iterated but not required to converge: LOBPCG's rate for the ``k``-th pair
     then depends on the gap to ``λ_{k+guard+1}``, which rescues near-degenerate
     top eigenvalues (e.g. the cluster of ~10 top eigenvalues of a 10-class ``mse`` problem).  The result holds the
-    ``k`` wanted pairs; the guard vectors are in ``extra["guard"]``.
+    ``k`` wanted pairs; the guard vectors are in ``extra["guard"]`` (their Ritz values and residuals in
+    ``extra["guard_values"]``/``["guard_residuals"]``; the values are lower bounds on the next eigenvalues).
 
     ``above`` (the critical block, docs/theory.md §10): the number of wanted pairs adapts — every Ritz value
-    ``≥ above`` of the current subspace is wanted (at least ``k``, at most ``max_k``), so a block that must
-    grow takes its new vectors from the subspace LOBPCG already holds (no restart, no random directions).
-    The ``guard`` vectors (at least one) then need not converge: they get fresh residual directions only
-    while their Ritz value, widened by its residual, still reaches ``above`` or their residual exceeds
-    ``GUARD_RESIDUAL`` (the solve stops when the wanted pairs meet ``tol`` and the first guard is clearly
-    below ``above``).  A wanted vector just below
-    the edge of a dense spectrum would otherwise cost the most of all; here it is not wanted.
-    ``extra["guard_values"]``/``["guard_residuals"]``: the guards' Ritz values (lower bounds on the next
-    eigenvalues) and residuals.
+    ``≥ above`` of the current subspace is wanted (at least ``k``, at most ``max_k``), re-counted after every
+    Rayleigh–Ritz step (Ritz values of a subspace that keeps the previous block never decrease, so the count
+    never shrinks), and a block that must grow takes its new vectors from the subspace LOBPCG already holds
+    (no restart).  The guards (at least one) then get fresh residual directions only while their Ritz value,
+    widened by its residual, still reaches ``above`` or their residual exceeds ``GUARD_RESIDUAL``; the solve
+    stops when the wanted pairs meet ``tol`` and the first guard is clearly below ``above``.  A converged
+    vector just below the edge of a dense spectrum would otherwise cost the most of all.  No library LOBPCG
+    lets the number of wanted pairs follow the spectrum.
 
     A breakdown (see the module docstring) ends the solve unconverged, with ``extra["failure"]`` = (what
     failed, what to do) and the last finite Ritz pairs (NaN when there were none).
     """
+    d = start.shape[1]
+    want = k
     if above is not None:
-        return _lobpcg_above(matvec, start, k, tol=tol, max_iter=max_iter, guard=max(1, guard), above=above,
-                             max_k=max_k)
-    want, k = k, k + guard
+        guard = max(1, guard)
+        cap = d - guard if max_k is None else max(1, min(int(max_k), d - guard))
+        want = max(1, min(k, cap))
+    kb = want + guard                                # the block: the wanted pairs, then the guards
     S = _orthonormalize(start)
-    if S.shape[0] < k:  # the warm start collapsed: pad with seeded random directions
-        g = torch.Generator(device="cpu").manual_seed(S.shape[0] + 7)
-        extra = torch.randn(k - S.shape[0] + 1, S.shape[1], generator=g, dtype=torch.float64).to(S)
-        S = torch.cat([S, _orthonormalize(extra, against=S)])
+    if S.shape[0] < kb:  # the warm start collapsed: pad with seeded random directions
+        S = torch.cat([S, _random_rows(kb - S.shape[0] + 1, S, S.shape[0] + 7)])
     AS = matvec(S)
     hvps = S.shape[0]
     if not _finite(AS):
-        return _failed(want, S.shape[1], S.dtype, S.device, hvps, 0, "lobpcg", _NONFINITE)
-    it, n_p, failure = 0, 0, None
+        return _failed(want, d, S.dtype, S.device, hvps, 0, "lobpcg", _NONFINITE)
+    it, n_p, k_prev, failure, last = 0, 0, kb, None, None
     while True:
-        rr = _rayleigh_ritz(S, AS, k, n_p)
+        rr = _rayleigh_ritz(S, AS, k_prev, n_p)
         if rr is None:
             failure = _RAYLEIGH_RITZ
             break
         S, AS, w, C, recovered = rr
+        if above is not None:
+            want = max(want, min(cap, int((w >= above).sum())))
+            kb = want + guard
+            if kb > S.shape[0]:   # grown past the subspace it holds: add random directions, no P
+                R = _random_rows(kb - S.shape[0] + 1, S, S.shape[0] + 7)
+                AR = matvec(R)
+                hvps += R.shape[0]
+                if not _finite(AR):
+                    failure = _NONFINITE
+                    break
+                S, AS, n_p, k_prev = torch.cat([S, R]), torch.cat([AS, AR]), 0, 0
+                continue
         order = torch.argsort(w, descending=True)
-        ctop = C[:, order[:k]]                       # (m, k) orthonormal coefficients
-        values = w[order[:k]].cpu()
+        ctop = C[:, order[:kb]]                      # (m, kb) orthonormal coefficients
+        values = w[order[:kb]].cpu()
         X = (ctop.T.to(S) @ S)
         AX = (ctop.T.to(S) @ AS)
         res = _residuals(values, X, AX)
-        last = values, X, AX, res, w[order]
+        last = values, X, AX, res, w[order], want
         if it == 0:
             first_residual = float(res[:want].max())
-        if bool((res[:want] <= tol).all()) or it >= max_iter:
+        done = bool((res[:want] <= tol).all())
+        if above is not None:
+            # the first guard is clearly below the edge: its Ritz value widened by its residual, and a
+            # residual small enough for the value to mean something (a random padding direction's does not)
+            settled = float(res[want]) <= GUARD_RESIDUAL and float(values[want]) * (1.0 + float(res[want])) < above
+            done = done and settled
+        if done or it >= max_iter:
             break
         it += 1
         # P: LOBPCG's implicit momentum.  After the warm start it is the rest of the warm
@@ -368,17 +395,22 @@ def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int =
         # coefficient space, so no A-image is amplified by a bad change of basis.  A block that
         # had to be re-orthonormalized no longer starts with the old X: restart without P.
         if it == 1:
-            cp = C[:, order[k:]]
+            cp = C[:, order[kb:]]
         elif recovered:
             cp = C[:, :0]
         else:
             cp = ctop.clone()
-            cp[:k] = 0
+            cp[:k_prev] = 0
             cp = cp - ctop @ (ctop.T @ cp)
             cp = _orthonormalize(cp.T).T if cp.abs().max() > 0 else cp[:, :0]
         P, AP = (cp.T.to(S) @ S), (cp.T.to(S) @ AS)
-        # W: residuals of the unconverged vectors, orthogonal to [X, P], fresh HVPs.
+        # W: residuals of the unconverged vectors, orthogonal to [X, P], fresh HVPs (with ``above``, of the
+        # guards only while they are not clearly below it)
         todo = res > tol
+        if above is not None and settled:
+            todo[want:] = False
+        elif above is not None:
+            todo[want:] &= (res[want:] > GUARD_RESIDUAL) | (values[want:] * (1.0 + res[want:]) >= above)
         R = AX[todo] - values[todo].to(X)[:, None] * X[todo]
         W = _orthonormalize(R, against=torch.cat([X, P]), drop=1e-8)
         if W.shape[0] == 0:
@@ -390,114 +422,16 @@ def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int =
             break
         S = torch.cat([X, P, W])
         AS = torch.cat([AX, AP, AW])
-        n_p = P.shape[0]
-    if failure is not None and it == 0:
-        return _failed(want, S.shape[1], S.dtype, S.device, hvps, 0, "lobpcg", failure)
-    values, X, AX, res, ritz = last
+        n_p, k_prev = P.shape[0], kb
+    if last is None or (failure is not None and it == 0):
+        return _failed(want, d, S.dtype, S.device, hvps, 0, "lobpcg", failure)
+    values, X, AX, res, ritz, want = last
     converged = failure is None and bool((res[:want] <= tol).all())
     # the next Ritz value below the wanted ones over the k-th: how well separated the wanted block is
     # (a lower bound on λ_{k+1}/λ_k from the last subspace; NaN when the subspace held no other direction)
     gap_ratio = float(ritz[want] / ritz[want - 1]) if ritz.numel() > want and float(ritz[want - 1]) > 0 else float("nan")
-    extra = {"start_residual": first_residual, "guard": X[want:], "gap_ratio": gap_ratio}
-    if failure is not None:
-        extra["failure"] = failure
-    return Eigenpairs(values[:want], X[:want], AX[:want], res[:want], hvps, it, converged, "lobpcg", extra)
-
-
-def _random_rows(m: int, like: Tensor, against: Tensor, seed: int) -> Tensor:
-    """``m`` seeded random directions orthonormal to the rows of ``against`` (a warm start that is too small)."""
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    extra = torch.randn(m + 1, like.shape[1], generator=g, dtype=torch.float64).to(like)
-    return _orthonormalize(extra, against=against)[:m]
-
-
-def _lobpcg_above(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int, guard: int, above: float,
-                  max_k: int | None) -> Eigenpairs:
-    """:func:`lobpcg` with ``above``: every eigenpair ``≥ above`` (at least ``k``) plus unconverged guards.
-
-    The same iteration as :func:`lobpcg` (Rayleigh–Ritz on ``[X, P, W]``, one HVP per new direction) with
-    a block ``X`` of ``want + guard`` Ritz vectors, ``want`` re-counted after every Rayleigh–Ritz step.  Ritz
-    values of a subspace that keeps the previous ``X`` never decrease, so ``want`` never shrinks within a
-    solve.  Hand-written for the reasons in the module docstring, and because no library LOBPCG lets the
-    number of wanted pairs follow the spectrum.
-    """
-    d = start.shape[1]
-    cap = d - guard if max_k is None else max(1, min(int(max_k), d - guard))
-    want = max(1, min(k, cap))
-    S = _orthonormalize(start)
-    if S.shape[0] < want + guard:
-        S = torch.cat([S, _random_rows(want + guard - S.shape[0], S, S, S.shape[0] + 7)])
-    AS = matvec(S)
-    hvps = S.shape[0]
-    if not _finite(AS):
-        return _failed(want, d, S.dtype, S.device, hvps, 0, "lobpcg", _NONFINITE)
-    it, n_p, k_prev, failure, last, first_residual = 0, 0, 0, None, None, float("nan")
-    while True:
-        rr = _rayleigh_ritz(S, AS, max(k_prev, 1), n_p)
-        if rr is None:
-            failure = _RAYLEIGH_RITZ
-            break
-        S, AS, w, C, recovered = rr
-        want = max(want, min(cap, int((w >= above).sum())))
-        kb = want + guard
-        if kb > S.shape[0]:   # the subspace holds too few directions for the grown block: add random ones
-            R = _random_rows(kb - S.shape[0], S, S, S.shape[0] + 7)
-            AR = matvec(R)
-            hvps += R.shape[0]
-            if not _finite(AR):
-                failure = _NONFINITE
-                break
-            S, AS, n_p, k_prev = torch.cat([S, R]), torch.cat([AS, AR]), 0, 0
-            continue
-        order = torch.argsort(w, descending=True)
-        ctop = C[:, order[:kb]]
-        values = w[order[:kb]].cpu()
-        X = (ctop.T.to(S) @ S)
-        AX = (ctop.T.to(S) @ AS)
-        res = _residuals(values, X, AX)
-        last = values, X, AX, res, want
-        if it == 0:
-            first_residual = float(res[:want].max())
-        # the first guard is clearly below the edge: its Ritz value widened by its residual, and a residual
-        # small enough for the value to mean something (a random padding direction's does not)
-        settled = float(res[want]) <= GUARD_RESIDUAL and float(values[want]) * (1.0 + float(res[want])) < above
-        if (bool((res[:want] <= tol).all()) and settled) or it >= max_iter:
-            break
-        it += 1
-        if it == 1:
-            cp = C[:, order[kb:]]
-        elif recovered:
-            cp = C[:, :0]
-        else:   # the new Ritz vectors' part outside the old X block (lobpcg's P)
-            cp = ctop.clone()
-            cp[:k_prev] = 0
-            cp = cp - ctop @ (ctop.T @ cp)
-            cp = _orthonormalize(cp.T).T if cp.abs().max() > 0 else cp[:, :0]
-        P, AP = (cp.T.to(S) @ S), (cp.T.to(S) @ AS)
-        todo = res > tol
-        if settled:
-            todo[want:] = False
-        else:   # guards not yet clearly below the edge (as ``settled``)
-            todo[want:] &= (res[want:] > GUARD_RESIDUAL) | (values[want:] * (1.0 + res[want:]) >= above)
-        R = AX[todo] - values[todo].to(X)[:, None] * X[todo]
-        W = _orthonormalize(R, against=torch.cat([X, P]), drop=1e-8)
-        if W.shape[0] == 0:
-            break
-        AW = matvec(W)
-        hvps += W.shape[0]
-        if not _finite(AW):
-            failure = _NONFINITE
-            break
-        S, AS = torch.cat([X, P, W]), torch.cat([AX, AP, AW])
-        n_p, k_prev = P.shape[0], kb
-    if last is None:
-        return _failed(want, d, S.dtype, S.device, hvps, it, "lobpcg", failure or _NONFINITE)
-    values, X, AX, res, want = last
-    converged = failure is None and bool((res[:want] <= tol).all())
     extra = {"start_residual": first_residual, "guard": X[want:], "guard_images": AX[want:],
-             "guard_values": values[want:].clone(),
-             "guard_residuals": res[want:].clone(),
-             "gap_ratio": float(values[want] / values[want - 1]) if float(values[want - 1]) > 0 else float("nan")}
+             "guard_values": values[want:].clone(), "guard_residuals": res[want:].clone(), "gap_ratio": gap_ratio}
     if failure is not None:
         extra["failure"] = failure
     return Eigenpairs(values[:want], X[:want], AX[:want], res[:want], hvps, it, converged, "lobpcg", extra)
