@@ -16,7 +16,7 @@ import torch
 
 from selfstab import ConvergenceError
 from selfstab.spectrum import EigenWarning, lobpcg, top_eigenpairs
-from selfstab.spectrum import eigen as eigen_module
+from selfstab.spectrum import block_solver as lobpcg_module
 
 F64 = torch.float64
 
@@ -292,7 +292,7 @@ def test_block_that_lost_orthonormality_is_reorthonormalized():
     g = torch.Generator().manual_seed(8)
     a, b = torch.randn(2, 60, generator=g, dtype=F64)
     S = torch.stack([a / a.norm(), b / b.norm(), a / a.norm() + 1e-13 * b])
-    out = eigen_module._rayleigh_ritz(S, S @ A, 1, 0)
+    out = lobpcg_module._rayleigh_ritz(S, S @ A, 1, 0)
     B, AB, w, C, recovered = out
     assert recovered and B.shape[0] == 2
     assert torch.allclose(B @ B.T, torch.eye(2, dtype=F64), atol=1e-12)
@@ -304,7 +304,7 @@ def test_block_that_lost_orthonormality_is_reorthonormalized():
 
 def test_well_conditioned_lobpcg_takes_the_plain_path(monkeypatch):
     calls = []
-    monkeypatch.setattr(eigen_module, "_reorthonormalize", lambda *a: calls.append(1))
+    monkeypatch.setattr(lobpcg_module, "_reorthonormalize", lambda *a: calls.append(1))
     A = _spread(d=100)
     res = lobpcg(Counted(A), torch.randn(3, 100, dtype=F64), 2, tol=1e-10)
     assert res.converged and not calls

@@ -93,7 +93,7 @@ class EigenTracker:
         history (e.g. the eigenvectors just found at a point very close to
         ``point``); its first ``k`` rows also fix the signs.  The result joins the
         history as usual.  ``above``/``max_k``/``guard``: every eigenpair ``≥ above``
-        (at least ``k``) with ``guard`` unconverged guards (:func:`~selfstab.spectrum.eigen.lobpcg`);
+        (at least ``k``) with ``guard`` unconverged guards (:func:`~selfstab.spectrum.block_solver.lobpcg`);
         the tracker's own guard rule then stays out of it.
         """
         obj = point.objective
