@@ -25,7 +25,7 @@ from .style import (MOVING_WINDOW, column, finish_empty, lr_label, moving_averag
 def make_central(run):
     """The central-flow figure of ``run`` (module docstring); returns the matplotlib Figure."""
     plt = pyplot()
-    fig, (ax_loss, ax_k, ax_d) = plt.subplots(3, 1, figsize=(10, 9), sharex=True, layout="constrained")
+    fig, (ax_loss, ax_k, ax_d) = plt.subplots(3, 1, figsize=(12, 9), sharex=True, layout="constrained")
 
     gd_loss = column(run, "gd", "loss")
     missing = []
@@ -77,9 +77,9 @@ def make_central(run):
     note(ax_d, d_notes)
     finish_empty(ax_d)
 
-    for ax in (ax_loss, ax_k, ax_d):
+    for ax in (ax_loss, ax_k, ax_d):   # beside the panel: inside, a long run's curves run under it
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="upper right", frameon=False)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
     fig.suptitle(f"Several unstable eigenvalues: GD, the central flow and θ†_k — {lr_label(run)}, "
                  f"{run_title(run)}", fontsize=10)
     return fig
