@@ -8,6 +8,7 @@ Read a finished or half-finished run in one line, with or without selfstab::
 
 from .io import atomic_write, atomic_write_text
 from .recorder import Recorder
-from .rundir import Run, RunDir, load_run, writable_folder
+from .rundir import Run, RunDir, load_run
+from .writable import writable_folder
 
 __all__ = ["Recorder", "Run", "RunDir", "atomic_write", "atomic_write_text", "load_run", "writable_folder"]

@@ -42,14 +42,12 @@ the world size that wrote them (:attr:`RunDir.checkpoint_world_size`).
 
 Unwritable places (a read-only file system, no permission, a full disk) end
 in a one-line :class:`~selfstab.errors.NotWritableError` naming the path and
-the fix, never a raw ``OSError``; :func:`writable_folder` does the same for a
-folder a reader (``selfstab plot``, ``report``) writes into.
+the fix, never a raw ``OSError`` (:mod:`.writable`; its :func:`writable_folder` does the same for
+a folder a reader such as ``selfstab plot`` or ``report`` writes into).
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import functools
 import json
 import math
@@ -69,57 +67,13 @@ import torch
 
 from .. import distributed
 from ..tomlio import dumps_toml, to_dict
-from ..errors import ConfigError, NotWritableError, SelfstabError
+from ..errors import ConfigError
 from . import checkpoint as ckpt
-from .io import _pid_alive, atomic_write_text, clean_temp_files, read_records, temp_path, write_records
+from .io import _pid_alive, atomic_write_text, clean_temp_files, read_records, write_records
 from .recorder import Recorder, check_name, to_frame
+from .writable import check_writable, writing
 
 CONFIG, RECORDS, SUMMARY, CHECKPOINTS = "config.toml", "records.h5", "summary.json", "checkpoints"
-
-
-# errno values that mean "this place cannot be written" (as opposed to a bug or a vanished file)
-_UNWRITABLE = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-               errno.EPERM: "operation not permitted", errno.ENOSPC: "no space left on the device",
-               errno.EDQUOT: "disk quota exceeded"}
-
-
-def not_writable(path: str | os.PathLike, exc: OSError, fix: str) -> NotWritableError | None:
-    """The one-line error for an ``OSError`` that says ``path`` cannot be written (None: some other error)."""
-    if isinstance(exc, SelfstabError) or exc.errno not in _UNWRITABLE:
-        return None
-    return NotWritableError(f"cannot write {path} ({_UNWRITABLE[exc.errno]}); {fix}", path=os.fspath(path))
-
-
-@contextlib.contextmanager
-def writing(path: str | os.PathLike, fix: str):
-    """Turn an "unwritable" ``OSError`` inside the block into a :class:`NotWritableError` about ``path``."""
-    try:
-        yield
-    except OSError as exc:
-        err = not_writable(path, exc, fix)
-        if err is None:
-            raise
-        raise err from None
-
-
-def check_writable(folder: str | os.PathLike, fix: str) -> None:
-    """Create and remove a temporary file in ``folder``: a :class:`NotWritableError` if that fails."""
-    folder = Path(folder)
-    probe = temp_path(folder / "probe")
-    with writing(folder, fix):
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.close(fd)
-        os.unlink(probe)
-
-
-def writable_folder(path: str | os.PathLike, fix: str = "use --out DIR to write somewhere else") -> Path:
-    """Make ``path`` (and its parents) and check that files can be written in it; else a one-line
-    :class:`NotWritableError` naming it and ``fix`` (e.g. ``selfstab plot``/``report`` writing a run's figures)."""
-    path = Path(path)
-    with writing(path, fix):
-        path.mkdir(parents=True, exist_ok=True)
-    check_writable(path, fix)
-    return path
 
 
 def _main_writes(method):
