@@ -89,3 +89,12 @@ def test_top_eigenpairs_above_dense_and_iterative_agree(method):
     assert eig.values.numel() == 3 and torch.allclose(eig.values, w[:3], rtol=1e-10)
     assert float(eig.extra["guard_values"][0]) <= float(w[3]) + 1e-12
     assert float(eig.extra["guard_values"][0]) < 1.0
+
+
+def test_an_eigenvalue_a_hair_below_the_edge_ends_the_solve_once_converged():
+    values = torch.cat([torch.tensor([1.3, 1.1, 1.0 - 1e-13], dtype=F64), torch.linspace(0.0, 0.5, 97, dtype=F64)])
+    matvec, _, w, V = _operator(values, seed=6)
+    eig = lobpcg(matvec, V[:3] + 1e-3 * V[3:6], 1, tol=1e-8, guard=2, above=1.0, max_iter=200)
+    assert eig.converged and eig.iterations < 40
+    assert eig.values.numel() == 2 and torch.allclose(eig.values, w[:2], rtol=1e-12)
+    assert abs(float(eig.extra["guard_values"][0]) - float(w[2])) <= 1e-12       # the hair-below one, converged

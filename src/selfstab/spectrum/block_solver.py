@@ -221,8 +221,11 @@ def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int =
         done = bool((res[:want] <= tol).all())
         if above is not None:
             # the first guard is clearly below the edge: its Ritz value widened by its residual, and a
-            # residual small enough for the value to mean something (a random padding direction's does not)
-            settled = float(res[want]) <= GUARD_RESIDUAL and float(values[want]) * (1.0 + float(res[want])) < above
+            # residual small enough for the value to mean something (a random padding direction's does not);
+            # or it has converged like the wanted pairs (an eigenvalue a hair below the edge: its value is
+            # then exact to about tol², and waiting for the widened value to clear the edge could take long)
+            r, v = float(res[want]), float(values[want])
+            settled = r <= tol or (r <= GUARD_RESIDUAL and v * (1.0 + r) < above)
             done = done and settled
         if done or it >= max_iter:
             break
