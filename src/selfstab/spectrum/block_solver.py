@@ -222,8 +222,8 @@ def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int =
         if above is not None:
             # the first guard is clearly below the edge: its Ritz value widened by its residual, and a
             # residual small enough for the value to mean something (a random padding direction's does not);
-            # or it has converged like the wanted pairs (an eigenvalue a hair below the edge: its value is
-            # then exact to about tol², and waiting for the widened value to clear the edge could take long)
+            # or it has converged like the wanted pairs (its value then exact to about tol²: an eigenvalue a
+            # hair below the edge needs no more)
             r, v = float(res[want]), float(values[want])
             settled = r <= tol or (r <= GUARD_RESIDUAL and v * (1.0 + r) < above)
             done = done and settled
