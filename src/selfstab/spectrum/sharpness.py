@@ -94,7 +94,7 @@ class EigenTracker:
         ``point``); its first ``k`` rows also fix the signs.  The result joins the
         history as usual.  ``above``/``max_k``/``guard``: every eigenpair ``≥ above``
         (at least ``k``) with ``guard`` unconverged guards (:func:`~selfstab.spectrum.block_solver.lobpcg`);
-        the tracker's own guard rule then stays out of it.
+        the tracker's own guard rule then stays out of it (the depth of the warm subspace still adapts).
         """
         obj = point.objective
         warm = self.warm_subspace() if start is None else start.reshape(-1, obj.dim)
@@ -109,15 +109,13 @@ class EigenTracker:
                                 tol=self.tol, max_iter=self.max_iter, method=self.method, on_fail=self.on_fail,
                                 seed=self.random_seed, previous=previous,
                                 guard=self.guard if guard is None else guard, above=above, max_k=max_k)
-        if above is not None:
-            self._remember(result)
-            return result
-        self._easy = self._easy + 1 if result.iterations <= 2 else 0
-        gap = result.extra.get("gap_ratio", float("nan"))
-        if self.guard == 0 and result.iterations > self.guard_after and not gap < self.guard_gap:
-            self.guard = 1
-        elif self.guard and self._easy >= self.guard_off:
-            self.guard, self._easy = 0, 0
+        if above is None:   # the guard rule (a block that follows the spectrum has its own guards)
+            self._easy = self._easy + 1 if result.iterations <= 2 else 0
+            gap = result.extra.get("gap_ratio", float("nan"))
+            if self.guard == 0 and result.iterations > self.guard_after and not gap < self.guard_gap:
+                self.guard = 1
+            elif self.guard and self._easy >= self.guard_off:
+                self.guard, self._easy = 0, 0
         if self.min_history is not None and start is None:
             self._idle = self._idle + 1 if result.iterations <= 1 else 0
             if result.iterations > 2:   # one more block costs one HVP; worth it when it saves several
