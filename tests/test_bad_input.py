@@ -2,7 +2,6 @@
 and nothing half-made left behind."""
 
 import math
-import warnings
 
 import pytest
 import torch

@@ -3,8 +3,6 @@ finished run, tracking a trained run into a new folder, and API results saved as
 
 from __future__ import annotations
 
-import json
-import tomllib
 
 import numpy as np
 import pandas as pd

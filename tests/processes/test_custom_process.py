@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from selfstab.processes import PROCESSES, Lockstep, default_processes, register_process, track
+from selfstab.processes import PROCESSES, default_processes, register_process, track
 from selfstab.records import load_run
 from selfstab.theory import toy_objective
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from selfstab import Objective, build_model, gd_to_edge, load_dataset
-from selfstab.processes.constrained import constrained_step, project, projection_residuals
+from selfstab.processes.constrained import constrained_step, project
 from selfstab.processes.geometry import geometry_at
 from selfstab.spectrum import EigenTracker, top_eigenpairs
 
