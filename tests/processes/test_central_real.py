@@ -2,11 +2,11 @@
 
 The README's "Several unstable eigenvalues" table comes from :func:`central_numbers` on the runs
 
-    selfstab run --lr 0.4 --out runs/eta0.4 --track.steps 1000 \\
+    selfstab run --lr 0.4 --out runs/eta0.4 --track.steps 750 \\
         --track.processes gd,constrained,predicted,flow,central,kconstrained,diagnostics --quiet
     selfstab run --lr 0.3 --out runs/eta0.3 --track.steps 750 --track.processes gd,constrained,flow,central --quiet
 
-and these tests run the same commands (750 steps at η = 0.4) and check the issue's targets: the
+and these tests run the same commands and check the issue's targets: the
 central flow's predicted loss ``L + tr(X)/η`` against GD's centred 10-step moving average has median
 relative error ≤ 2.5% over steps 150–end at η = 0.4 and ≤ 0.5% at η = 0.3, ``‖θ_GD − θ_cf‖`` at the
 end is ≤ ¼ of gradient flow's distance to GD, and every SDCP solve's KKT residual is ≤ 1e-8.  Run
