@@ -41,12 +41,10 @@ def refresh_block(tracker: EigenTracker, point: Point, lr: float, track_threshol
     such as the flow's substeps, needs no history: one block costs ``k`` HVPs
     for the Rayleigh–Ritz step, the history several times that).
     """
-    d = point.objective.dim
-    cap = d - 1 if max_k is None else max(1, min(int(max_k), d - 1))
     tracker.k = 1
     history = tracker.snapshot() if from_last else ()
     start = history[0] if history else None        # the newest block: the last solve's vectors and guards
-    eig = tracker.refresh(point, start=start, above=track_threshold * 2.0 / lr, max_k=cap, guard=guard)
+    eig = tracker.refresh(point, start=start, above=track_threshold * 2.0 / lr, max_k=max_k, guard=guard)
     g = eig.extra["guard"][:1]
     gv, gr = eig.extra["guard_values"][:1], eig.extra["guard_residuals"][:1]
     if not g.shape[0]:

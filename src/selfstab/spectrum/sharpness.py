@@ -122,11 +122,6 @@ class EigenTracker:
                 self.depth = min(self.depth + 1, self._history.maxlen)
             elif self._idle >= self.guard_off and self.depth > self.min_history:
                 self.depth, self._idle = self.depth - 1, 0
-        self._remember(result)
-        return result
-
-    def _remember(self, result: Eigenpairs) -> None:
-        """The result's block (vectors and guards) joins the history; the counts grow."""
         block = result.vectors
         if result.extra.get("guard") is not None and result.extra["guard"].shape[0]:
             block = torch.cat([block, result.extra["guard"]])
@@ -135,6 +130,7 @@ class EigenTracker:
         self.last_iterations = result.iterations
         self.hvps += result.hvps
         self.calls += 1
+        return result
 
     def reset(self) -> None:
         self._history.clear()
