@@ -42,14 +42,29 @@ PAPER_ETA_FACTOR = 2.1      # η = 2.1 / S(θ_init): 2/η = S/1.05, just below t
 PAPER_STEPS = 2             # tracked steps on the paper MLP (the brief asks 5; ~3–5 min each there: see below)
 
 
+def process_trackers(ls) -> dict:
+    """The eigen-trackers of a lockstep's processes by name (``constrained`` has two: its first solve and its
+    correctors), for the HVPs each one spends."""
+    out = {}
+    for p in ls.processes:
+        if hasattr(p, "trackers"):
+            out[p.name] = p.trackers[0]
+            for i, tr in enumerate(p.trackers[1:]):
+                out[f"{p.name}_corrector" if i == 0 else f"{p.name}_{i + 1}"] = tr
+        elif hasattr(p, "tracker"):
+            out[p.name] = p.tracker
+    return out
+
+
 def _authors_solve(ls) -> dict:
     """The authors' way at the lockstep's current GD point θ_{t+1}: scipy LOBPCG from u(θ_t) (the GD tracker's
     last vector), at 1e-6 and at 1e-7.  Outside the lockstep's step, so its HVPs are not in the cost records."""
     from bench_eigen import scipy_lobpcg
-    p = ls.objective.at(ls.theta)
+    gd = ls.get("gd")
+    p = ls.objective.at(gd.theta)
     p.grad
-    u_prev = ls.trackers["gd"].last.u
-    s_prev = ls.trackers["gd"].last.sharpness
+    u_prev = gd.tracker.last.u
+    s_prev = gd.tracker.last.sharpness
     out = {}
     for label, tol in (("nominal", 1e-6), ("matched", 1e-7)):
         _, _, n, failed = scipy_lobpcg(p, u_prev.double().cpu(), s_prev, tol=tol, maxiter=100)
@@ -58,54 +73,60 @@ def _authors_solve(ls) -> dict:
     return out
 
 
-def _track(obj, theta0, lr, steps, warm, probe_steps=(), **overrides) -> dict:
-    """``track()`` with the default config (plus ``overrides``) on a lockstep built here, so that the cost of
-    building it (the projection of θ₀) and the HVPs of each eigen-solver (per tracked process) can be told apart."""
-    import dataclasses
-
-    from selfstab.config import TrackConfig
-    from selfstab.processes.lockstep import Lockstep, track
-    config = dataclasses.replace(TrackConfig(), **overrides)
+def _track(obj, theta0, lr, steps, warm, probe_steps=(), processes=None, **options) -> dict:
+    """``track()`` with the default processes and options (plus ``options``) on a lockstep built here, so that the
+    cost of building it (the projection of θ₀) and the HVPs of each eigen-solver (per tracked process) can be
+    told apart."""
+    from selfstab.processes.lockstep import Lockstep, default_processes, default_stop_rules, track
+    rule_options = {k: options.pop(k) for k in ("stop_lambda2", "lambda2_rule") if k in options}
     per_step = []
-
     probes = {}
 
     def on_records(step, rec):
         if step in probe_steps:
             probes[step] = _authors_solve(ls)
         per_step.append({"step": step, **rec["cost"], "diagnostics": "diagnostics" in rec,
-                         "proj_steps": rec.get("constrained", {}).get("proj_steps", float("nan")),
+                         "proj_steps": rec.get("constrained", rec.get("kconstrained", {})).get("proj_steps", float("nan")),
                          "flow_nfev": rec.get("flow", {}).get("nfev", float("nan")),
-                         "S": rec["gd"]["sharpness"], "lambda2": rec.get("diagnostics", {}).get("lambda2")})
+                         "S": rec["gd"]["sharpness"], "lambda2": rec.get("diagnostics", {}).get("lambda2"),
+                         "k_crit": rec.get("kconstrained", rec.get("central", {})).get("k_crit", float("nan")),
+                         "S_ratio": rec["gd"]["sharpness"] * lr / 2,
+                         "records": {k: dict(rec[k]) for k in ("central", "kconstrained") if k in rec}})
         say(f"    step {step}: {rec['cost']}")
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         counts0 = dict(obj.counts)
         t = time.perf_counter()
-        ls = Lockstep(obj, theta0, lr, config, warm=warm)
+        procs = default_processes(processes, **options)
+        names = [p.name for p in procs]
+        ls = Lockstep(obj, lr, procs, stop_rules=default_stop_rules(**rule_options, processes=names))
+        ls.start(theta0, warm)
         init_seconds = time.perf_counter() - t
         init = {"hvps": obj.counts["hvp"] - counts0.get("hvp", 0), "grads": obj.counts["grad"] - counts0.get("grad", 0),
                 "d3": obj.counts["d3"] + obj.counts["d4"] - counts0.get("d3", 0) - counts0.get("d4", 0),
                 "seconds": init_seconds}
-        solver0 = {k: (tr.hvps, tr.calls) for k, tr in ls.trackers.items()}
+        trackers = process_trackers(ls)
+        solver0 = {k: (tr.hvps, tr.calls) for k, tr in trackers.items()}
         t = time.perf_counter()
-        res = track(obj, theta0, lr, steps - 1, config=config, lockstep=ls, on_records=on_records)
+        res = track(obj, None, lr, steps - 1, lockstep=ls, on_records=on_records)
         profile = None
         if ls.stop_reason is None:   # the last step under cProfile, for the breakdown of its wall time
             import cProfile
             prof = cProfile.Profile()
             prof.enable()
-            res = track(obj, theta0, lr, steps, config=config, lockstep=ls, on_records=on_records)
+            res = track(obj, None, lr, steps, lockstep=ls, on_records=on_records)
             prof.disable()
             profile = breakdown(prof, per_step[-1]["seconds"])
         seconds = time.perf_counter() - t
-    n = max(1, res.steps)
+    n = max(1, ls.t)
     solvers = {k: {"hvps": (tr.hvps - solver0[k][0]) / n, "calls": (tr.calls - solver0[k][1]) / n}
-               for k, tr in ls.trackers.items()}
-    return {"per_step": per_step, "init": init, "stop_reason": res.stop_reason, "steps": res.steps,
-            "seconds": seconds, "solvers": solvers, "profile": profile, "proj_last": ls.proj["proj_steps"],
-            "probes": probes}
+               for k, tr in trackers.items()}
+    last = ls.get("constrained") if "constrained" in names else ls.get("kconstrained") if "kconstrained" in names else None
+    return {"per_step": per_step, "init": init, "stop_reason": res.stop_reason,
+            "steps": ls.t, "seconds": seconds, "solvers": solvers, "profile": profile,
+            "proj_last": last.proj["proj_steps"] if last is not None else float("nan"), "probes": probes,
+            "processes": names}
 
 
 def projection_steps(res: dict) -> list[float]:

@@ -177,7 +177,7 @@ def _cli_error(capsys, argv) -> str:
     (["--tensorboard"], "tensorboard: the tensorboard package is not installed"),
     (["--device", "cuda"], "device: 'cuda' asked for but this torch has no CUDA device"),
     (["--lr", "50"], "lr: GD starts past the edge of stability"),
-    (["--track.processes", "gd,flow,central"], "'gd' needs the 'constrained' process"),
+    (["--track.processes", "gd,flow,central"], "'flow' needs the 'constrained' process"),
     (["--track.processes", "gd,centrall"], "unknown process 'centrall'; did you mean 'central'?"),
 ])
 def test_a_run_that_fails_its_checks_leaves_no_folder(tmp_path, capsys, monkeypatch, bad, expected):

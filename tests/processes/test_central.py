@@ -328,3 +328,27 @@ def test_chord_tol_decides_whether_pairs_are_reused(tiny_mlp_at_the_edge):
     assert sum(s.pair_refreshes for s in strict) == len([s for s in strict if s.k_crit])   # refused every time
     checked = [s.chord_error for s in strict + loose if not math.isnan(s.chord_error)]
     assert checked and all(e >= 0 for e in checked)
+
+
+def test_gd_beside_the_several_eigenvalue_processes_alone():
+    """``gd,central,kconstrained`` without the single-eigenvalue θ†: GD records its own loss and sharpness (no
+    displacement from θ†), each several-eigenvalue process its own cost, and the three add up to the step's."""
+    from selfstab.processes.lockstep import default_processes, track
+
+    alpha, beta = 0.3, 2.0
+    obj = toy_objective(alpha, beta, LR, x0=0.05)
+    procs = default_processes(["gd", "central", "kconstrained"])
+    res = track(obj, obj.theta0, LR, 4, processes=procs, allow_off_edge=True)
+    gd, ls = res.records["gd"], res.lockstep
+    assert not {"x", "y", "dist_constrained"} & set(gd[0]) and len(gd) == 4
+    for row in gd:
+        assert math.isfinite(row["sharpness"]) and math.isfinite(row["loss"])
+    theta = obj.theta0.clone()
+    for _ in range(3):   # GD's θ_3, independently
+        theta = theta - LR * obj.grad(theta)
+    H = torch.func.hessian(lambda th: toy_loss(th, alpha, beta, LR))(theta)
+    assert abs(gd[3]["sharpness"] - float(torch.linalg.eigvalsh(H)[-1])) < 1e-8
+    spent = sum(c["hvps"] for c in res.records["cost"])
+    own = sum(r["cost_hvps"] for r in res.records["central"]) + sum(r["cost_hvps"] for r in res.records["kconstrained"])
+    assert min(r["cost_hvps"] for r in res.records["kconstrained"]) > 0
+    assert spent == own + ls.get("gd").tracker.hvps

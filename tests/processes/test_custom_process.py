@@ -77,8 +77,9 @@ def test_registered_process_is_chosen_by_name_and_validated():
     assert PROCESSES["heavy_ball"] is HeavyBall and not HeavyBall.default
     procs = default_processes(["constrained", "gd", "heavy_ball"], momentum=0.9)
     assert [p.name for p in procs][-1] == "heavy_ball" and procs[-1].momentum == 0.9
-    with pytest.raises(Exception, match="'gd' needs the 'constrained' process"):
-        default_processes(["gd", "heavy_ball"])
+    with pytest.raises(Exception, match="'predicted' needs the 'constrained' process"):
+        default_processes(["gd", "predicted", "heavy_ball"])
+    assert [p.name for p in default_processes(["gd", "heavy_ball"])] == ["gd", "heavy_ball"]
     assert "heavy_ball" not in [p.name for p in default_processes()]   # opt-in only
     with pytest.raises(Exception, match="did you mean 'heavy_ball'"):
         default_processes(["heavy_bal"])

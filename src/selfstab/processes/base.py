@@ -7,7 +7,8 @@ a :class:`Context`, and one step is two passes over the list:
    ``dict[str, float]``, one row of its table in the records), or ``None``
    when it records nothing at this step (an observer that runs every ``k``
    steps);
-2. ``advance(ctx)`` — each process moves itself from ``t`` to ``t+1``.
+2. ``advance(ctx)`` — each process moves itself from ``t`` to ``t+1`` (it may
+   return fields to add to its row of time ``t``, e.g. what the move cost).
 
 Processes share work through the context, never by recomputing it:
 ``ctx.theta`` is GD's iterate ``θ_t``, ``ctx.here`` the geometry at ``θ†_t``
@@ -108,8 +109,8 @@ the objective and ``η``; ``start(ctx)`` then sets it up
     def record(self, ctx: Context) -> Fields | None:
         return None
 
-    def advance(self, ctx: Context) -> None:
-        """Move from ``t`` to ``t+1``."""
+    def advance(self, ctx: Context) -> Fields | None:
+        """Move from ``t`` to ``t+1``; returned fields are added to this step's row (``None``: nothing)."""
 
     def finite(self) -> bool:
         return True

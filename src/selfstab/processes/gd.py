@@ -38,12 +38,13 @@ class GD(Process):
     Records ``x_t = u_t·(θ_t − θ†_t)`` and ``y_t = ∇S⊥_t·(θ_t − θ†_t)`` with
     ``u_t, ∇S⊥_t`` at ``θ†_t`` (so they compare with the predicted dynamics'
     ``x, y``), and ``sharpness_avg2 = (S_{t−1} + S_t)/2`` (docs/theory.md §6;
-    missing at ``t = 0``).  The sharpness is only recorded, so it is solved to
+    missing at ``t = 0``).  ``x``, ``y`` and ``dist_constrained`` need the
+    constrained trajectory; without it (e.g. GD beside the several-eigenvalue
+    processes alone) they are not recorded.  The sharpness is only recorded, so it is solved to
     ``sharpness_tol`` (the eigenvalue's error is about ``tol²·λ²/gap``).
     """
 
     name = "gd"
-    needs = ("here",)
 
     def __init__(self, *, sharpness_tol: float = 1e-5):
         self.tracker = EigenTracker(1, **tracker_options(sharpness_tol))
@@ -61,16 +62,18 @@ class GD(Process):
         ctx.theta = self.theta
 
     def record(self, ctx: Context) -> Fields:
-        here = ctx.need("here", self.name)
         geom = self.geometry = geometry_at(ctx.objective, self.theta, self.tracker)
         s = geom.sharpness
-        disp = self.theta - here.theta   # GD's displacement from θ† along u_t and ∇S⊥_t
-        self.last = {"loss": geom.loss, "sharpness": s, "sharpness_avg2": 0.5 * (self.prev_sharpness + s),
-                     "x": float(here.u @ disp), "y": float(here.grad_sharpness_perp @ disp),
-                     "dist_constrained": float(disp.norm()),
-                     "grad_norm": float(geom.grad.norm()), "u_dot_grad": float(geom.u @ geom.grad),
-                     "eig_residual": float(geom.eig.residuals.max())}
-        return self.last
+        fields = {"loss": geom.loss, "sharpness": s, "sharpness_avg2": 0.5 * (self.prev_sharpness + s)}
+        if ctx.here is not None:
+            here = ctx.here
+            disp = self.theta - here.theta   # GD's displacement from θ† along u_t and ∇S⊥_t
+            fields.update(x=float(here.u @ disp), y=float(here.grad_sharpness_perp @ disp),
+                          dist_constrained=float(disp.norm()))
+        fields.update(grad_norm=float(geom.grad.norm()), u_dot_grad=float(geom.u @ geom.grad),
+                      eig_residual=float(geom.eig.residuals.max()))
+        self.last = fields
+        return fields
 
     def advance(self, ctx: Context) -> None:
         self.theta = gd_step(self.theta, self.geometry.grad, ctx.lr)

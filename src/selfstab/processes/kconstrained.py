@@ -23,6 +23,14 @@ exactly the single-eigenvalue projection of
 :mod:`~selfstab.processes.constrained` (``Y = max(0, S − 2/η − b∇S·u)/‖∇S⊥‖²``),
 and a test holds the two to 1e-12.
 
+The ``u``-part holds each ``u_i`` fixed.  In a near-degenerate cluster the
+active eigenvectors turn as ``ψ`` moves, and ``u_i·∇L`` then shrinks only by a
+constant factor per step; the turning term ``q_i = ∇³L(u_i, (λ_i − H)⁺∇L)``
+(:func:`turning_vectors`) restores fast convergence: the shift solves
+``(Λ + Q_U) b = g − Q·D⊥(Y)`` on the active set, alternated with the SDCP.
+``turning="auto"`` adds it once a step shrinks the gradient residual less than
+tenfold with several critical eigenvalues (docs/theory.md §10).
+
 Active constraints ``u_i·∇L = 0``: the top eigenvector always (as in ``M``),
 and every critical ``i`` with ``λ_i ≥ (1 − active_rtol)·2/η``.  The loop stops
 when ``η·max(0, λ_max − 2/η)`` over the critical block and ``max |u_i·∇L|/‖∇L‖``
@@ -44,7 +52,7 @@ from ..spectrum import EigenTracker, Eigenpairs
 from ..spectrum.sdcp import SDCPResult, gram_matrix, pair_coefficients, smat, solve_sdcp, svec_weights
 from .base import Context, Fields, Process, all_finite, tensor_finite, tracker_options
 from .geometry import point_from_state, point_state
-from .block import block_fields, critical_count, refresh_block, rotate_pairs, same_subspace
+from .block import block_fields, critical_count, refresh_block, rotate_pairs, rotation, same_subspace
 
 
 class KProjectionWarning(RuntimeWarning):
@@ -113,27 +121,116 @@ def k_residuals(geom: KGeometry, lr: float, active_rtol: float = 1e-3) -> tuple[
 
 def k_projection_step(geom: KGeometry, lr: float, *, coupled: bool = True, perp: bool = True,
                       active_rtol: float = 1e-3, pairs: Tensor | None = None, sdcp_tol: float = 1e-8,
-                      on_fail: Literal["raise", "warn"] = "raise") -> tuple[Tensor, SDCPResult]:
+                      on_fail: Literal["raise", "warn"] = "raise", turn: Tensor | None = None
+                      ) -> tuple[Tensor, SDCPResult]:
     """One linearized step towards ``M_k`` from ``geom.theta`` (module docstring): ``(ψ_next, SDCP result)``.
 
     ``pairs``: pair vectors to use instead of those at ``geom`` (a chord, in the basis ``geom.U``).
+    ``turn``: :func:`turning_vectors` at ``geom`` (or a nearby point's, in the same basis): the shift along
+    the active ``u_i`` then also accounts for their turning, solved jointly with the SDCP by a few rounds.
     """
     U, vals, grad = geom.U, geom.values, geom.point.grad
     k = U.shape[0]
     P = geom.pairs if pairs is None else pairs
     act = active_set(vals, lr, active_rtol).to(U.device)
-    b = torch.where(act, (U @ grad) / vals.to(U), torch.zeros_like(vals.to(U)))
+    g = U @ grad
+    b = torch.where(act, g / vals.to(U), torch.zeros_like(vals.to(U)))
     Pp = P - (P @ U.T) @ U if perp else P
-    A = (2.0 / lr) * np.eye(k) - np.diag(vals.double().cpu().numpy())
-    if coupled:
-        c = (P @ U.T) @ b                                     # Σ_m b_m p_ij·u_m, pairs in triu order
-        A = A + smat(c.double().cpu().numpy() * svec_weights(k), k)
-    res = solve_sdcp(A, gram_matrix(Pp), tol=sdcp_tol, on_fail=on_fail)
-    Y = res.X
-    psi = geom.theta
-    if bool(torch.isfinite(Y).all()) and float(Y.abs().max()) > 0:
-        psi = psi - pair_coefficients(Y).to(Pp) @ Pp
+    M = gram_matrix(Pp)
+    base = (2.0 / lr) * np.eye(k) - np.diag(vals.double().cpu().numpy())
+    for _ in range(TURN_ROUNDS if turn is not None else 1):
+        A = base
+        if coupled:
+            c = (P @ U.T) @ b                                     # Σ_m b_m p_ij·u_m, pairs in triu order
+            A = A + smat(c.double().cpu().numpy() * svec_weights(k), k)
+        res = solve_sdcp(A, M, tol=sdcp_tol, on_fail=on_fail)
+        Y = res.X
+        step = None
+        if bool(torch.isfinite(Y).all()) and float(Y.abs().max()) > 0:
+            step = pair_coefficients(Y).to(Pp) @ Pp
+        if turn is None:
+            break
+        b_new = _active_shift(turn, U, g, vals, act, step)
+        done = not coupled or float((b_new - b).abs().max()) <= 1e-3 * float(b_new.abs().max())
+        b = b_new
+        if done:
+            break
+    psi = geom.theta if step is None else geom.theta - step
     return psi - b @ U, res
+
+
+TURN_ROUNDS = 4       # SDCP ↔ active-shift rounds of one linearized step with the turning term
+TURN_WHEN = 0.1       # turning="auto": on once a linearized step shrinks max |u_i·∇L|/‖∇L‖ less than tenfold
+#                       (with several critical eigenvalues: with one, θ†_k stays exactly the paper's θ†)
+Turning = Literal["auto", "on", "off"]
+TURNING = ("auto", "on", "off")
+
+
+def turning_vectors(geom: KGeometry, lr: float, active_rtol: float = 1e-3, *, rtol: float = 1e-3,
+                    max_iter: int = 50) -> Tensor | None:
+    """``q_i = ∇³L(u_i, w_i)``, ``w_i = (λ_i − H)⁺∇L`` off the active span, for the active ``i`` (rows of a (k, d)
+    tensor, zero elsewhere); ``None`` when nothing outside the active set matters (``∇L`` in their span).
+
+    ``q_i·Δ`` is how ``u_i·∇L`` changes along ``Δ`` because ``u_i`` turns (first-order perturbation:
+    ``du_i = (λ_i − H)⁺ ∇³L(·, u_i, Δ)``); a linearized step without it assumes ``u_i`` fixed and
+    converges only linearly, slowly where eigenvalues just below the active ones are close
+    (docs/theory.md §10).  ``w_i``: the block's inactive eigenvectors exactly (``u_j g_j/(λ_i − λ_j)``),
+    the rest by conjugate gradients on ``λ_i − H`` off the block (positive definite there: every
+    eigenvalue outside the block is below the critical threshold), to ``rtol``.  Costs the CG's HVPs
+    and one third-derivative product per active ``i``.
+    """
+    U, vals, point = geom.U, geom.values.to(geom.U), geom.point
+    grad = point.grad
+    act = active_set(vals, lr, active_rtol).to(U.device)
+    g = U @ grad
+    rest = grad - g @ U                         # ∇L off the block
+    if float(rest.norm()) == 0.0 and bool(act.all()):
+        return None
+    q = torch.zeros_like(U)
+    for i in act.nonzero().flatten().tolist():
+        w = _cg(lambda v, lam=float(vals[i]): lam * v - _off(point.hvp(v), U), rest, rtol, max_iter)
+        for j in (~act).nonzero().flatten().tolist():
+            if float(vals[i] - vals[j]) > 0:
+                w = w + U[j] * (g[j] / (vals[i] - vals[j]))
+        q[i] = point.d3(U[i], w)
+    return q
+
+
+def _off(v: Tensor, U: Tensor) -> Tensor:
+    return v - (U @ v) @ U
+
+
+def _cg(apply, rhs: Tensor, rtol: float, max_iter: int) -> Tensor:
+    """Conjugate gradients for a positive-definite ``apply`` from zero.  Written here rather than
+    ``scipy.sparse.linalg.cg``: the vectors stay on the objective's device (and dtype) throughout."""
+    x = torch.zeros_like(rhs)
+    r = rhs.clone()
+    p = r.clone()
+    rr = float(r @ r)
+    stop = (rtol ** 2) * rr
+    for _ in range(max_iter):
+        if rr <= stop or rr == 0.0:
+            break
+        Ap = apply(p)
+        alpha = rr / float(p @ Ap)
+        x = x + alpha * p
+        r = r - alpha * Ap
+        rr, rr_old = float(r @ r), rr
+        p = r + (rr / rr_old) * p
+    return x
+
+
+def _active_shift(turn: Tensor, U: Tensor, g: Tensor, vals: Tensor, act: Tensor, step: Tensor | None) -> Tensor:
+    """``b`` (k,): the shift along the active ``u_i`` (``Δ = −step − Σ b_i u_i``) that zeroes the linearized
+    ``u_i·∇L + λ_i u_i·Δ + q_i·Δ`` for every active ``i`` given the pair part ``step`` (orthogonal to ``U``):
+    ``(Λ + Q_U) b = g − Q·step`` on the active set, with ``Q_U[i, m] = q_i·u_m``."""
+    a = act.nonzero().flatten()
+    Qa = turn[a]
+    lhs = torch.diag(vals.to(g)[a]) + Qa @ U[a].T
+    rhs = g[a] - (Qa @ step if step is not None else 0.0)
+    b = torch.zeros_like(g)
+    b[a] = torch.linalg.solve(lhs.double(), rhs.double()).to(g)
+    return b
 
 
 @dataclass
@@ -168,8 +265,8 @@ def _chord_pairs(chord: KGeometry | None, geom: KGeometry, rotation_tol: float =
 def k_project(objective: Objective, psi: Tensor, lr: float, tracker: EigenTracker, *, tol: float = 1e-9,
               max_steps: int = 10, threshold: float = 0.975, track_threshold: float | None = None,
               max_k: int | None = None,
-              coupled: bool = True, perp: bool = True, active_rtol: float = 1e-3, sdcp_tol: float = 1e-8,
-              on_fail: Literal["raise", "warn"] = "raise", geometry: KGeometry | None = None,
+              coupled: bool = True, perp: bool = True, turning: Turning = "auto", active_rtol: float = 1e-3,
+              sdcp_tol: float = 1e-8, on_fail: Literal["raise", "warn"] = "raise", geometry: KGeometry | None = None,
               chord: KGeometry | None = None, warm_correctors: bool = True) -> KProjection:
     """``proj_{M_k}(ψ)`` by linearized steps until both residuals are ``≤ tol`` (or ``max_steps``).
 
@@ -183,14 +280,27 @@ def k_project(objective: Objective, psi: Tensor, lr: float, tracker: EigenTracke
     """
     opts = dict(threshold=threshold, track_threshold=track_threshold, max_k=max_k)
     geom = geometry or k_geometry(objective, psi, tracker, lr, **opts)
-    steps, solves = 0, []
+    if turning not in TURNING:
+        raise ValueError(f"turning must be one of {', '.join(TURNING)}, got {turning!r}")
+    steps, solves, last_g, turn_on, kept = 0, [], None, turning == "on", None
     while True:
         res_s, res_g, n_act = k_residuals(geom, lr, active_rtol)
         if (res_s <= tol and res_g <= tol) or steps >= max_steps:
             break
         steps += 1
+        if turning == "auto" and geom.k > 1 and last_g is not None and res_g > TURN_WHEN * last_g:
+            turn_on = True      # u_i·∇L shrinks slowly: the active eigenvectors turn (see turning_vectors)
+        last_g = res_g
+        turn = None
+        if turn_on:     # a chord: the turning vectors of an earlier step while the block keeps its subspace
+            act = active_set(geom.values, lr, active_rtol)
+            if kept is not None and torch.equal(act, kept[2]) and same_subspace(geom.U, kept[1], 1e-3):
+                turn = rotation(geom.U, kept[1]).to(kept[0]) @ kept[0]
+            else:
+                turn = turning_vectors(geom, lr, active_rtol)
+                kept = (turn, geom.U, act) if turn is not None else None
         psi, res = k_projection_step(geom, lr, coupled=coupled, perp=perp, active_rtol=active_rtol,
-                                     pairs=_chord_pairs(chord, geom), sdcp_tol=sdcp_tol, on_fail=on_fail)
+                                     pairs=_chord_pairs(chord, geom), sdcp_tol=sdcp_tol, on_fail=on_fail, turn=turn)
         solves.append(res)
         geom = k_geometry(objective, psi, tracker, lr, from_last=warm_correctors, **opts)
     converged = res_s <= tol and res_g <= tol
@@ -226,12 +336,13 @@ class KConstrained(Process):
     block ``lambda_i`` and ``next_ratio``, the last projection's residuals,
     steps and largest SDCP residual, and ``dist_gd = ‖θ_GD − θ†_k‖`` when a GD
     process runs before it — the distance that tests the paper's §8.2
-    conjecture.
+    conjecture; and the cost of the step from ``t`` to ``t+1`` (``cost_hvps``,
+    ``cost_grads``, ``cost_d3s``; a pair vector counts as one d3).
 
     Options (named for the run's ``track`` section; the ``kproj_*`` ones are
     this projection's own, independent of the single-eigenvalue projection's
     ``proj_*``): ``kproj_tol``, ``kproj_max_iter``, ``kproj_coupled``,
-    ``kproj_perp``, ``kproj_chord`` and ``active_rtol`` (:func:`k_project`);
+    ``kproj_perp``, ``kproj_turning``, ``kproj_chord`` and ``active_rtol`` (:func:`k_project`);
     ``critical_threshold``, ``track_threshold``, ``block_max_k``, ``eig_tol``,
     ``sdcp_tol`` and ``sdcp_on_fail`` are shared with the central flow (the
     same critical set and solver settings for both).
@@ -242,11 +353,13 @@ class KConstrained(Process):
 
     def __init__(self, *, eig_tol: float = 1e-7, kproj_tol: float = 1e-9, kproj_max_iter: int = 10,
                  critical_threshold: float = 0.975, track_threshold: float | None = None, block_max_k: int | None = None,
-                 kproj_coupled: bool = True, kproj_perp: bool = True, kproj_chord: bool = True, active_rtol: float = 1e-3,
+                 kproj_coupled: bool = True, kproj_perp: bool = True, kproj_turning: Turning = "auto",
+                 kproj_chord: bool = True, active_rtol: float = 1e-3,
                  sdcp_tol: float = 1e-8, sdcp_on_fail: Literal["raise", "warn"] = "warn"):
         self.tracker = EigenTracker(1, **tracker_options(eig_tol))
         self.options = dict(tol=kproj_tol, max_steps=kproj_max_iter, threshold=critical_threshold,
                             track_threshold=track_threshold, max_k=block_max_k, coupled=kproj_coupled, perp=kproj_perp,
+                            turning=kproj_turning,
                             active_rtol=active_rtol, sdcp_tol=sdcp_tol, on_fail=sdcp_on_fail)
         self.chord = kproj_chord
         self.geometry: KGeometry | None = None
@@ -273,12 +386,15 @@ class KConstrained(Process):
         self.last = fields
         return fields
 
-    def advance(self, ctx: Context) -> None:
+    def advance(self, ctx: Context) -> Fields:
+        counts = dict(ctx.objective.counts)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", KProjectionWarning)
             proj = k_constrained_step(ctx.objective, self.geometry, ctx.lr, self.tracker, chord=self.chord,
                                       **self.options)
         self.geometry, self.proj = proj.geometry, projection_fields(proj)
+        return {f"cost_{name}s": float(ctx.objective.counts[name] - counts.get(name, 0))
+                for name in ("hvp", "grad", "d3")}
 
     def finite(self) -> bool:
         return all_finite(self.last.get("loss", 0.0)) and tensor_finite(self.geometry.theta if self.geometry else None)
