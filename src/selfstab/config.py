@@ -127,7 +127,7 @@ class TrackConfig:
     kproj_max_iter: int = 10  # kconstrained: most linearized steps per projection onto M_k
     kproj_coupled: bool = True  # kconstrained: the linearized step includes the coupling term C (docs/theory.md §10)
     kproj_perp: bool = True  # kconstrained: use the pair vectors' parts orthogonal to the critical span
-    kproj_turning: Literal["auto", "on", "off"] = "auto"  # kconstrained: Newton term for the active u_i turning; auto: once u_i·∇L shrinks < 10× a step
+    kproj_turning: Literal["auto", "on", "off"] = "auto"  # kconstrained: Newton term for the active u_i turning; auto: once a step after the first shrinks u_i·∇L < 10×
     kproj_chord: bool = True  # kconstrained: linearized steps reuse the pair vectors at θ†_k,t; false: fresh
     active_rtol: float = 1e-3  # kconstrained: impose u_i·∇L = 0 for λ_i ≥ (1 − active_rtol)·2/η (and λ₁)
     checkpoint_every: int = 100  # steps between checkpoints (records are flushed with each)

@@ -28,8 +28,8 @@ active eigenvectors turn as ``ψ`` moves, and ``u_i·∇L`` then shrinks only by
 constant factor per step; the turning term ``q_i = ∇³L(u_i, (λ_i − H)⁺∇L)``
 (:func:`turning_vectors`) restores fast convergence: the shift solves
 ``(Λ + Q_U) b = g − Q·D⊥(Y)`` on the active set, alternated with the SDCP.
-``turning="auto"`` adds it once a step shrinks the gradient residual less than
-tenfold with several critical eigenvalues (docs/theory.md §10).
+``turning="auto"`` adds it once a step after the first shrinks the gradient
+residual less than tenfold with several critical eigenvalues (docs/theory.md §10).
 
 Active constraints ``u_i·∇L = 0``: the top eigenvector always (as in ``M``),
 and every critical ``i`` with ``λ_i ≥ (1 − active_rtol)·2/η``.  The loop stops
@@ -160,7 +160,8 @@ def k_projection_step(geom: KGeometry, lr: float, *, coupled: bool = True, perp:
 
 
 TURN_ROUNDS = 4       # SDCP ↔ active-shift rounds of one linearized step with the turning term
-TURN_WHEN = 0.1       # turning="auto": on once a linearized step shrinks max |u_i·∇L|/‖∇L‖ less than tenfold
+TURN_WHEN = 0.1       # turning="auto": on once a linearized step after the first shrinks max |u_i·∇L|/‖∇L‖ less
+#                       than tenfold
 #                       (with several critical eigenvalues: with one, θ†_k stays exactly the paper's θ†)
 Turning = Literal["auto", "on", "off"]
 TURNING = ("auto", "on", "off")
@@ -212,7 +213,10 @@ def _cg(apply, rhs: Tensor, rtol: float, max_iter: int) -> Tensor:
         if rr <= stop or rr == 0.0:
             break
         Ap = apply(p)
-        alpha = rr / float(p @ Ap)
+        curv = float(p @ Ap)
+        if not curv > 0:        # not positive definite here (an eigenvalue above λ_i outside the block): stop
+            break
+        alpha = rr / curv
         x = x + alpha * p
         r = r - alpha * Ap
         rr, rr_old = float(r @ r), rr
@@ -288,8 +292,10 @@ def k_project(objective: Objective, psi: Tensor, lr: float, tracker: EigenTracke
         if (res_s <= tol and res_g <= tol) or steps >= max_steps:
             break
         steps += 1
-        if turning == "auto" and geom.k > 1 and last_g is not None and res_g > TURN_WHEN * last_g:
-            turn_on = True      # u_i·∇L shrinks slowly: the active eigenvectors turn (see turning_vectors)
+        # u_i·∇L shrinks slowly: the active eigenvectors turn (see turning_vectors).  Judged from the second
+        # linearized step on: the first one mostly corrects the sharpness and may even raise u_i·∇L.
+        if turning == "auto" and geom.k > 1 and steps >= 3 and res_g > TURN_WHEN * last_g:
+            turn_on = True
         last_g = res_g
         turn = None
         if turn_on:     # a chord: the turning vectors of an earlier step while the block keeps its subspace
