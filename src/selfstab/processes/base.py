@@ -128,6 +128,12 @@ def tracker_options(tol: float) -> dict:
     return dict(tol=tol, on_fail="warn", history=4, min_history=2)
 
 
+def spent_since(objective: "Objective", counts: dict) -> Fields:
+    """``cost_hvps``, ``cost_grads``, ``cost_d3s``: what ``objective`` counted since the snapshot ``counts``
+    (``dict(objective.counts)``), for a process that records its own cost."""
+    return {f"cost_{name}s": float(objective.counts[name] - counts.get(name, 0)) for name in ("hvp", "grad", "d3")}
+
+
 def all_finite(*values: float) -> bool:
     return all(math.isfinite(v) for v in values)
 

@@ -78,7 +78,7 @@ from ..errors import ConfigError
 from ..problem.objective import Objective, Point
 from ..spectrum import EigenTracker, Eigenpairs
 from ..spectrum.sdcp import SDCPResult, gram_matrix, pair_coefficients, solve_sdcp
-from .base import Context, Fields, Process, all_finite, tensor_finite, tracker_options
+from .base import Context, Fields, Process, all_finite, spent_since, tensor_finite, tracker_options
 from .block import PairCache, block_fields, critical_count, pair_matrix, refresh_block, rotate_pairs
 
 
@@ -382,8 +382,7 @@ class CentralFlow(Process):
                           "sdcp_solves": float(sum(r.solver_calls for r in step.sdcp)),
                           "pair_refreshes": float(step.pair_refreshes), "chord_error": step.chord_error,
                           "eig_residual": float(self.tracker.last.residuals.max()) if self.tracker.last else math.nan,
-                          **{f"cost_{name}s": float(ctx.objective.counts[name] - counts.get(name, 0))
-                             for name in ("hvp", "grad", "d3")}}
+                          **spent_since(ctx.objective, counts)}
         if ctx.theta is not None:
             disp = ctx.theta.to(self.theta) - self.theta
             fields["dist_gd"] = float(disp.norm())

@@ -50,7 +50,7 @@ from torch import Tensor
 from ..problem.objective import Objective, Point
 from ..spectrum import EigenTracker, Eigenpairs
 from ..spectrum.sdcp import SDCPResult, gram_matrix, pair_coefficients, smat, solve_sdcp, svec_weights
-from .base import Context, Fields, Process, all_finite, tensor_finite, tracker_options
+from .base import Context, Fields, Process, all_finite, spent_since, tensor_finite, tracker_options
 from .geometry import point_from_state, point_state
 from .block import block_fields, critical_count, refresh_block, rotate_pairs, rotation, same_subspace
 
@@ -160,9 +160,9 @@ def k_projection_step(geom: KGeometry, lr: float, *, coupled: bool = True, perp:
 
 
 TURN_ROUNDS = 4       # SDCP ↔ active-shift rounds of one linearized step with the turning term
-TURN_WHEN = 0.1       # turning="auto": on once a linearized step after the first shrinks max |u_i·∇L|/‖∇L‖ less
-#                       than tenfold
-#                       (with several critical eigenvalues: with one, θ†_k stays exactly the paper's θ†)
+# turning="auto": on once a linearized step after the first shrinks max |u_i·∇L|/‖∇L‖ less than tenfold, with
+# several critical eigenvalues (with one, θ†_k stays exactly the paper's θ†)
+TURN_WHEN = 0.1
 Turning = Literal["auto", "on", "off"]
 TURNING = ("auto", "on", "off")
 
@@ -187,18 +187,18 @@ def turning_vectors(geom: KGeometry, lr: float, active_rtol: float = 1e-3, *, rt
     rest = grad - g @ U                         # ∇L off the block
     if float(rest.norm()) == 0.0 and bool(act.all()):
         return None
+    def shifted(v: Tensor, lam: float) -> Tensor:     # (λ − H)v off the block, for v off the block
+        hv = point.hvp(v)
+        return lam * v - (hv - (U @ hv) @ U)
+
     q = torch.zeros_like(U)
     for i in act.nonzero().flatten().tolist():
-        w = _cg(lambda v, lam=float(vals[i]): lam * v - _off(point.hvp(v), U), rest, rtol, max_iter)
+        w = _cg(lambda v, lam=float(vals[i]): shifted(v, lam), rest, rtol, max_iter)
         for j in (~act).nonzero().flatten().tolist():
             if float(vals[i] - vals[j]) > 0:
                 w = w + U[j] * (g[j] / (vals[i] - vals[j]))
         q[i] = point.d3(U[i], w)
     return q
-
-
-def _off(v: Tensor, U: Tensor) -> Tensor:
-    return v - (U @ v) @ U
 
 
 def _cg(apply, rhs: Tensor, rtol: float, max_iter: int) -> Tensor:
@@ -399,8 +399,7 @@ class KConstrained(Process):
             proj = k_constrained_step(ctx.objective, self.geometry, ctx.lr, self.tracker, chord=self.chord,
                                       **self.options)
         self.geometry, self.proj = proj.geometry, projection_fields(proj)
-        return {f"cost_{name}s": float(ctx.objective.counts[name] - counts.get(name, 0))
-                for name in ("hvp", "grad", "d3")}
+        return spent_since(ctx.objective, counts)
 
     def finite(self) -> bool:
         return all_finite(self.last.get("loss", 0.0)) and tensor_finite(self.geometry.theta if self.geometry else None)
