@@ -56,20 +56,37 @@ def process_trackers(ls) -> dict:
     return out
 
 
-def _authors_solve(ls) -> dict:
+def _edge_vector(ls) -> tuple | None:
+    """θ†_k's current point and its top eigenpair, when θ†_k is in the lockstep (for the next probe's start)."""
+    if "kconstrained" not in [p.name for p in ls.processes]:
+        return None
+    g = ls.get("kconstrained").geometry
+    return g.theta, g.eig.vectors[0], float(g.eig.values[0])
+
+
+def _authors_solve(ls, previous: tuple | None = None) -> dict:
     """The authors' way at the lockstep's current GD point θ_{t+1}: scipy LOBPCG from u(θ_t) (the GD tracker's
-    last vector), at 1e-6 and at 1e-7.  Outside the lockstep's step, so its HVPs are not in the cost records."""
+    last vector), at 1e-6 and at 1e-7.  With a central flow in the lockstep, the same at its point θ_cf,t+1 from
+    its previous top vector, at 1e-6 (``edge_nominal``): a point on the edge, where the authors' θ† and its
+    projection iterates are; with θ†_k, also at its point (``kc_nominal``; ``previous``: :func:`_edge_vector`
+    at the step before), θ† itself where several eigenvalues are above 2/η.  Outside the lockstep's step, so its HVPs are not in the cost records."""
     from bench_eigen import scipy_lobpcg
     gd = ls.get("gd")
-    p = ls.objective.at(gd.theta)
-    p.grad
-    u_prev = gd.tracker.last.u
-    s_prev = gd.tracker.last.sharpness
+    where = [("", gd.theta, (gd.tracker.last.u, gd.tracker.last.sharpness), (("nominal", 1e-6), ("matched", 1e-7)))]
+    if "central" in [p.name for p in ls.processes]:
+        cf = ls.get("central")
+        where.append(("edge_", cf.theta, (cf.tracker.last.u, cf.tracker.last.sharpness), (("nominal", 1e-6),)))
+    now = _edge_vector(ls)
+    if now is not None and previous is not None:    # θ†_k's point from its previous point's top vector
+        where.append(("kc_", now[0], previous[1:], (("nominal", 1e-6),)))
     out = {}
-    for label, tol in (("nominal", 1e-6), ("matched", 1e-7)):
-        _, _, n, failed = scipy_lobpcg(p, u_prev.double().cpu(), s_prev, tol=tol, maxiter=100)
-        out[label] = n
-        out[f"{label}_failed"] = failed
+    for prefix, theta, (u, s), tols in where:
+        p = ls.objective.at(theta)
+        p.grad
+        for label, tol in tols:
+            _, _, n, failed = scipy_lobpcg(p, u.double().cpu(), s, tol=tol, maxiter=100)
+            out[prefix + label] = n
+            out[f"{prefix}{label}_failed"] = failed
     return out
 
 
@@ -84,7 +101,8 @@ def _track(obj, theta0, lr, steps, warm, probe_steps=(), processes=None, **optio
 
     def on_records(step, rec):
         if step in probe_steps:
-            probes[step] = _authors_solve(ls)
+            probes[step] = _authors_solve(ls, edge[0])
+        edge[0] = _edge_vector(ls)
         per_step.append({"step": step, **rec["cost"], "diagnostics": "diagnostics" in rec,
                          "proj_steps": rec.get("constrained", rec.get("kconstrained", {})).get("proj_steps", float("nan")),
                          "flow_nfev": rec.get("flow", {}).get("nfev", float("nan")),
@@ -102,6 +120,7 @@ def _track(obj, theta0, lr, steps, warm, probe_steps=(), processes=None, **optio
         names = [p.name for p in procs]
         ls = Lockstep(obj, lr, procs, stop_rules=default_stop_rules(**rule_options, processes=names))
         ls.start(theta0, warm)
+        edge = [_edge_vector(ls)]
         init_seconds = time.perf_counter() - t
         init = {"hvps": obj.counts["hvp"] - counts0.get("hvp", 0), "grads": obj.counts["grad"] - counts0.get("grad", 0),
                 "d3": obj.counts["d3"] + obj.counts["d4"] - counts0.get("d3", 0) - counts0.get("d4", 0),
