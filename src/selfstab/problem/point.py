@@ -17,6 +17,12 @@ from torch import Tensor
 if TYPE_CHECKING:
     from .objective import Objective
 
+# Rows of one batched backward (``is_grads_batched``) in :meth:`Point.d3_pairs` on the CPU.  There the
+# vmapped backward through an HVP's graph is memory-bound: per pair vector, with eight vectors (36 pairs),
+# 2.36 HVPs in one batch of a row against 1.71 in batches of two on the paper's MLP at 5,000 inputs, and 3.9
+# against 3.3 on the default job's MLP (benchmarks/RESULTS.md).  On CUDA a whole row is one batch.
+PAIR_ROWS_CPU = 2
+
 
 def _grad(outputs: Tensor, inputs: Tensor, grad_outputs: Tensor | None = None, create_graph: bool = False,
           retain_graph: bool | None = None) -> Tensor:
@@ -171,9 +177,9 @@ class Point:
         Rows in the order of ``torch.triu_indices(k, k)``: (0,0), (0,1), …, (0,k−1),
         (1,1), ….  Cost: ``k`` HVPs kept in the point's gradient graph (``Hu_i``)
         and then ``k(k+1)/2`` backward passes through them (``∇(u_jᵀHu_i)`` for
-        ``j ≥ i``, one batched backward per ``i``), i.e. somewhat less
-        than ``k(k+1)/2`` separate :meth:`d3` calls, which would each rebuild
-        their ``Hu_i``.  Counted as ``k(k+1)/2`` ``d3``.
+        ``j ≥ i``, batched: all of a row on CUDA, :data:`PAIR_ROWS_CPU` at a
+        time on the CPU), i.e. less than ``k(k+1)/2`` separate :meth:`d3` calls,
+        which would each rebuild their ``Hu_i``.  Counted as ``k(k+1)/2`` ``d3``.
         """
         obj = self.objective
         U = obj.as_vectors(U).reshape(-1, obj.dim)
@@ -181,20 +187,22 @@ class Point:
         out = torch.zeros(k * (k + 1) // 2, obj.dim, dtype=self.theta.dtype, device=self.theta.device)
         if k == 0:
             return out
+        chunk = k if self.theta.device.type == "cuda" else PAIR_ROWS_CPU
         for gr in self._graphs_iter():
             row = 0
             for i in range(k):
-                rest = U[i:]
                 # Hu_i on its own graph (a slice of a batched product would carry the whole batch backwards)
                 hu = _grad(gr.grad, gr.theta, U[i], create_graph=True, retain_graph=True)
-                if hu.requires_grad:
-                    try:
-                        block = torch.autograd.grad(hu, gr.theta, rest, is_grads_batched=True, retain_graph=True,
-                                                    allow_unused=True, materialize_grads=True)[0]
-                    except RuntimeError:
-                        block = torch.stack([_grad(hu, gr.theta, v, retain_graph=True) for v in rest])
-                    out[row:row + rest.shape[0]] += block
-                row += rest.shape[0]
+                for s in range(i, k, chunk):
+                    rows = U[s:s + chunk]
+                    if hu.requires_grad:
+                        try:
+                            block = torch.autograd.grad(hu, gr.theta, rows, is_grads_batched=True, retain_graph=True,
+                                                        allow_unused=True, materialize_grads=True)[0]
+                        except RuntimeError:
+                            block = torch.stack([_grad(hu, gr.theta, v, retain_graph=True) for v in rows])
+                        out[row:row + rows.shape[0]] += block
+                    row += rows.shape[0]
         out = obj.reduce_sum(out)
         obj.counts["d3"] += k * (k + 1) // 2
         return out
