@@ -417,7 +417,7 @@ def markdown(t4: dict, info: dict | None = None, command: str | None = None) -> 
         f"- load average (1 min) before→after each launch (world size): {loads}; "
         f"other jobs' CPU use during each launch (machine-wide busy CPU time minus the launch's own, in cores of "
         f"{os.cpu_count()}): {others}.",
-        f"- wall time of the launches (data generation, model, warm-up, timed calls): "
+        "- wall time of the launches (data generation, model, warm-up, timed calls): "
         + ", ".join(f"{r['seconds']:.0f} s ({r['world']})" for r in t4["launches"]) + ".",
         f"- reading: the CPU time per call {'halves' if min(cpu_ratios) >= 1.8 else 'drops'} (ratio {min(cpu_ratios):.2f}–{max(cpu_ratios):.2f}× over the "
         f"{len(OPS)} operations) and the all-reduce alone is {100 * red / (s['hvp']['ms2'] / 1e3):.1f}% of a 2-rank "
