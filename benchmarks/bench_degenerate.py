@@ -53,6 +53,7 @@ import warnings
 import numpy as np
 
 from bench_hvp import round_robin
+from bench_pairs import per_pair
 from bench_track import THEIR_D3, THEIR_GRADS, THEIR_SOLVES, _track, authors
 from common import paper_mlp, say, table
 
@@ -72,18 +73,15 @@ def unit_prices(obj, u) -> dict:
     return {**ms, "grad_in_hvps": ms["grad"] / ms["hvp"], "d3_in_hvps": ms["d3"] / ms["hvp"]}
 
 
-def pair_prices(obj, ks, hvp_of) -> dict:
-    """HVPs per pair vector of one batched :meth:`~selfstab.problem.point.Point.d3_pairs` call on a k-block, for
-    each k in ``ks``, timed at θ_init in rounds with a lone HVP (``hvp_of``: that HVP's vector)."""
-    import torch
-    p = obj.at(obj.theta0)
-    p.grad
-    kmax = max(ks)
-    U = torch.linalg.qr(torch.randn(obj.dim, kmax, dtype=obj.dtype, generator=torch.Generator().manual_seed(1))
-                        .to(obj.theta0))[0].T.contiguous()
-    ops = {"hvp": lambda: p.hvp(hvp_of), **{k: (lambda k=k: p.d3_pairs(U[:k])) for k in sorted(ks)}}
-    ms = round_robin(ops, reps=2, budget_s=1.0, max_reps=3)
-    return {k: ms[k]["ms"] / (k * (k + 1) // 2) / ms["hvp"]["ms"] for k in ks}
+def pair_prices(obj, ks) -> dict:
+    """HVPs per pair vector of one :meth:`~selfstab.problem.point.Point.d3_pairs` call on a k-block as the package
+    batches it, for each k in ``ks``, timed at θ_init (:func:`bench_pairs.per_pair`)."""
+    from selfstab.problem.point import PAIR_ROWS_CPU
+    out = {}
+    for k in sorted(ks):
+        rows = k if obj.theta0.device.type == "cuda" else min(k, PAIR_ROWS_CPU)
+        out[k] = per_pair(obj, k, (rows,), reps=2, compare=False)["per_pair"][rows]
+    return out
 
 
 def run(n: int = 5000, steps: int = STEPS, kconstrained: bool = False) -> dict:
@@ -107,7 +105,7 @@ def run(n: int = 5000, steps: int = STEPS, kconstrained: bool = False) -> dict:
           if r["records"].get("central", {}).get("pair_refreshes")}
     if ks:
         say(f"  pair-vector prices for k in {sorted(ks)} …")
-        prices["pairs_k"] = pair_prices(obj, ks, e.vectors[0])
+        prices["pairs_k"] = pair_prices(obj, ks)
     return out
 
 
@@ -146,7 +144,8 @@ def _rows(res: dict, prices: dict, d3_priced: bool = False) -> list[dict]:
                      "edge": edge, "theirs_at_gd": authors(solve, g, d),
                      "kc": probe.get("kc_nominal", float("nan")), "kc_failed": bool(probe.get("kc_nominal_failed")),
                      "failed": bool(probe.get("nominal_failed")), "edge_failed": bool(probe.get("edge_nominal_failed")),
-                     "theirs": authors(solve, g, d) + (THEIR_SOLVES - AT_GD) * (edge - solve), "S_ratio": r["S_ratio"], "k_crit": cen.get("k_crit"),
+                     "theirs": authors(solve, g, d) + (THEIR_SOLVES - AT_GD) * (edge - solve),
+                     "S_ratio": r["S_ratio"], "k_crit": cen.get("k_crit"),
                      "x_rank": cen.get("x_rank"), "seconds": r["seconds"],
                      "kc_converged": rec.get("kconstrained", {}).get("proj_converged")})
     return rows

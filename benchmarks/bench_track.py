@@ -56,12 +56,16 @@ def process_trackers(ls) -> dict:
     return out
 
 
+def _has(ls, name: str) -> bool:
+    return any(p.name == name for p in ls.processes)
+
+
 def _edge_vector(ls) -> tuple | None:
-    """θ†_k's current point and its top eigenpair, when θ†_k is in the lockstep (for the next probe's start)."""
-    if "kconstrained" not in [p.name for p in ls.processes]:
+    """θ†_k's current top eigenpair ``(u, λ)``, when θ†_k is in the lockstep (the next probe's start)."""
+    if not _has(ls, "kconstrained"):
         return None
     g = ls.get("kconstrained").geometry
-    return g.theta, g.eig.vectors[0], float(g.eig.values[0])
+    return g.eig.vectors[0], float(g.eig.values[0])
 
 
 def _authors_solve(ls, previous: tuple | None = None) -> dict:
@@ -69,16 +73,16 @@ def _authors_solve(ls, previous: tuple | None = None) -> dict:
     last vector), at 1e-6 and at 1e-7.  With a central flow in the lockstep, the same at its point θ_cf,t+1 from
     its previous top vector, at 1e-6 (``edge_nominal``): a point on the edge, where the authors' θ† and its
     projection iterates are; with θ†_k, also at its point (``kc_nominal``; ``previous``: :func:`_edge_vector`
-    at the step before), θ† itself where several eigenvalues are above 2/η.  Outside the lockstep's step, so its HVPs are not in the cost records."""
+    at the step before), θ† itself where several eigenvalues are above 2/η.  Outside the lockstep's step, so its
+    HVPs are not in the cost records."""
     from bench_eigen import scipy_lobpcg
     gd = ls.get("gd")
     where = [("", gd.theta, (gd.tracker.last.u, gd.tracker.last.sharpness), (("nominal", 1e-6), ("matched", 1e-7)))]
-    if "central" in [p.name for p in ls.processes]:
+    if _has(ls, "central"):
         cf = ls.get("central")
         where.append(("edge_", cf.theta, (cf.tracker.last.u, cf.tracker.last.sharpness), (("nominal", 1e-6),)))
-    now = _edge_vector(ls)
-    if now is not None and previous is not None:    # θ†_k's point from its previous point's top vector
-        where.append(("kc_", now[0], previous[1:], (("nominal", 1e-6),)))
+    if previous is not None and _has(ls, "kconstrained"):    # θ†_k's point from its previous point's top vector
+        where.append(("kc_", ls.get("kconstrained").geometry.theta, previous, (("nominal", 1e-6),)))
     out = {}
     for prefix, theta, (u, s), tols in where:
         p = ls.objective.at(theta)

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 
 # Rows of one batched backward (``is_grads_batched``) in :meth:`Point.d3_pairs` on the CPU.  There the
 # vmapped backward through an HVP's graph is memory-bound: per pair vector, with eight vectors (36 pairs),
-# 2.36 HVPs in one batch of a row against 1.71 in batches of two on the paper's MLP at 5,000 inputs, and 3.9
-# against 3.3 on the default job's MLP (benchmarks/RESULTS.md).  On CUDA a whole row is one batch.
+# 2.71 HVPs in one batch of a row against 1.89 in batches of two on the paper's MLP at 5,000 inputs, 3.02
+# against 2.85 on the default job's MLP (benchmarks/bench_pairs.py, RESULTS.md).  On CUDA a whole row is one
+# batch.
 PAIR_ROWS_CPU = 2
 
 
