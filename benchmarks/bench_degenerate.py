@@ -14,7 +14,9 @@ several-eigenvalue lockstep:
   counterpart of the authors' θ† + predicted dynamics;
 - **gd, central, kconstrained** (``--kconstrained``) — the same plus the
   k-constrained trajectory θ†_k (the paper's §8.2 conjecture), whose own cost
-  is given apart.
+  is given apart.  GD and the central flow never read θ†_k, so this one
+  lockstep also gives `gd, central` (their own cost records), and θ†_k's
+  point to measure the authors' solve at (below).
 
 Per step the lockstep's cost records give HVPs, gradients and d3 (a pair
 vector ``∇³L(u_i, u_j)`` counts as one d3); they are priced in
@@ -31,22 +33,30 @@ gradients — with their solve **measured along the run**: scipy LOBPCG
 (k = 1) from the previous point's eigenvector to 1e-6 (and 1e-7), at most 100
 iterations.  One of the seven is GD's sharpness, at GD's point; the other six
 (the constrained step, its projection iterates, the predicted dynamics) are at
-θ† and the points around it, *on the edge*, where the critical eigenvalues are
-pinned together at 2/η.  GD's point leaves the edge within a few steps here
-(S(θ_GD)·η/2 ≈ 0.97 from step 4) while the edge does not, so the six are
-measured at the central flow's point (on the edge, the counterpart of θ†
-in this lockstep) and the one at GD's point; the table also gives the step
-priced with all seven at GD's point.  Those probes run between tracked steps
-and are not in our counts.
+θ† and the points around it, *on the edge*, where the top eigenvalues are
+pinned at 2/η.  GD's point leaves the edge within a few steps here
+(S(θ_GD)·η/2 ≈ 0.97 from step 4) while the edge does not.  Two points of this
+lockstep stand in for θ†: the central flow's θ_cf (the eigenvalues in X's range
+pinned at 2/η; all of them a little below it at steps where X = 0) and, with
+``--kconstrained``, θ†_k — the projection onto {λ_i ≤ 2/η for the critical i},
+as θ† is the projection onto {S ≤ 2/η}, i.e. onto the same set, its active
+eigenvalues at exactly 2/η: the closer counterpart.  The six are measured at
+θ_cf (and at θ†_k when it runs, from its previous point's top vector), GD's
+one at GD's point; the table gives the authors' step with the six at either
+point, and with all seven at GD's point.  Those probes run between tracked
+steps and are not in our counts.  Every price is measured after the run, at
+θ_init, together.
 
     python benchmarks/bench_degenerate.py                    # 5,000 inputs, 6 steps (≈ 15 min, one thread)
-    python benchmarks/bench_degenerate.py --kconstrained     # also θ†_k (its start alone ≈ 10 min)
+    python benchmarks/bench_degenerate.py --n 5000 --steps 8 --kconstrained --json out.json  # with θ†_k (≈ 1 h)
+    python benchmarks/bench_degenerate.py --from-json out.json   # the tables again, from the measurements
     python benchmarks/bench_degenerate.py --n 500 --steps 3  # a smaller, faster version of the same shape
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 import warnings
 
@@ -92,21 +102,21 @@ def run(n: int = 5000, steps: int = STEPS, kconstrained: bool = False) -> dict:
         warnings.simplefilter("ignore")
         e = top_eigenpairs(obj.at(obj.theta0).hvp, obj.dim, 2, dtype=obj.dtype, tol=1e-7, on_fail="warn")
     s0, lr = e.sharpness, ETA_FACTOR / e.sharpness
+    say(f"  S = {s0:.6g}, λ₂ = {float(e.values[1]):.6g}, η = {lr:.6g}")
+    # GD and the central flow never read θ†_k, so with it in the lockstep their trajectories and counts are those of
+    # `gd, central` alone, read off by each process's cost records: one lockstep gives both
+    names = ("gd", "central", "kconstrained") if kconstrained else ("gd", "central")
+    say(f"  tracking {', '.join(names)} for {steps} steps …")
+    res = _track(obj, obj.theta0, lr, steps, e.vectors[:1], probe_steps=set(range(steps)), processes=list(names))
+    # every price after the run, together, so that they are measured in the same conditions
     prices = unit_prices(obj, e.vectors[0])
-    say(f"  S = {s0:.6g}, λ₂ = {float(e.values[1]):.6g}, η = {lr:.6g}; 1 grad = {prices['grad_in_hvps']:.2f} HVP, "
-        f"1 d3 = {prices['d3_in_hvps']:.2f} HVP")
-    out = {"n": n, "lr": lr, "s0": s0, "lambda2": float(e.values[1]), "prices": prices, "runs": []}
-    sets = [("gd", "central")] + ([("gd", "central", "kconstrained")] if kconstrained else [])
-    for names in sets:
-        say(f"  tracking {', '.join(names)} for {steps} steps …")
-        res = _track(obj, obj.theta0, lr, steps, e.vectors[:1], probe_steps=set(range(steps)), processes=list(names))
-        out["runs"].append({"processes": names, **res})
-    ks = {int(r["records"]["central"]["k_crit"]) for res in out["runs"] for r in res["per_step"]
-          if r["records"].get("central", {}).get("pair_refreshes")}
+    say(f"  prices at θ_init: 1 grad = {prices['grad_in_hvps']:.2f} HVP, 1 d3 = {prices['d3_in_hvps']:.2f} HVP")
+    ks = {int(r["records"]["central"]["k_crit"]) for r in res["per_step"] if r["records"]["central"].get("pair_refreshes")}
     if ks:
         say(f"  pair-vector prices for k in {sorted(ks)} …")
         prices["pairs_k"] = pair_prices(obj, ks)
-    return out
+    return {"n": n, "lr": lr, "s0": s0, "lambda2": float(e.values[1]), "prices": prices,
+            "runs": [{"processes": names, **res}]}
 
 
 def _pairs_discount(rec: dict, prices: dict) -> float:
@@ -145,6 +155,8 @@ def _rows(res: dict, prices: dict, d3_priced: bool = False) -> list[dict]:
                      "kc": probe.get("kc_nominal", float("nan")), "kc_failed": bool(probe.get("kc_nominal_failed")),
                      "failed": bool(probe.get("nominal_failed")), "edge_failed": bool(probe.get("edge_nominal_failed")),
                      "theirs": authors(solve, g, d) + (THEIR_SOLVES - AT_GD) * (edge - solve),
+                     "theirs_kc": authors(solve, g, d) + (THEIR_SOLVES - AT_GD) * (probe.get("kc_nominal", np.nan) - solve),
+                     "ours_gc": parts.get("gd", np.nan) + parts.get("central", np.nan),
                      "S_ratio": r["S_ratio"], "k_crit": cen.get("k_crit"),
                      "x_rank": cen.get("x_rank"), "seconds": r["seconds"],
                      "kc_converged": rec.get("kconstrained", {}).get("proj_converged")})
@@ -157,54 +169,101 @@ def markdown(out: dict, d3_priced: bool = False) -> str:
     pairs = ("each priced as a lone d3 (`--d3-priced`: an upper bound)" if d3_priced or not pk else
              "priced at their batched call's time, per pair vector: " +
              ", ".join(f"k = {k}: {v:.2f} HVP" for k, v in sorted(pk.items())))
+    kc = ", and at θ†_k's" if any("kconstrained" in r["processes"] for r in out["runs"]) else ""
     lines = [f"Paper MLP 3072-200-200-10, {out['n']:,} random inputs, float64; S(θ_init) = {out['s0']:.6g}, "
              f"λ₂ = {out['lambda2']:.6g} (λ₂/λ₁ = {out['lambda2'] / out['s0']:.4f}), η = {ETA_FACTOR}/S = "
              f"{out['lr']:.6g}. Prices at θ_init: 1 gradient = {pr['grad_in_hvps']:.2f} HVP, 1 d3 = "
              f"{pr['d3_in_hvps']:.2f} HVP (HVP {pr['hvp']:.0f} ms); the central flow's pair vectors {pairs}. "
              f"Authors' step = {AT_GD} × (their solve at GD's point) + {THEIR_SOLVES - AT_GD} × (their solve on the "
-             f"edge, at the central flow's point) + {THEIR_D3} d3 + {THEIR_GRADS} gradients; beside it, all "
+             f"edge, at the central flow's point{kc}) + {THEIR_D3} d3 + {THEIR_GRADS} gradients; beside it, all "
              f"{THEIR_SOLVES} at GD's point.", ""]
     for res in out["runs"]:
         rows = _rows(res, pr, d3_priced)
-        names = res["processes"]
-        head = ["step", "S(θ_GD)·η/2", "k_crit / rank X", "HVPs", "grads", "d3", "ours (HVP-eq.)",
-                *[f"of which {n}" for n in names], "authors' solve at GD (1e-6 / 1e-7)", "on the edge (1e-6)",
-                *(["at θ†_k (1e-6)"] if "kconstrained" in names else []),
-                "authors' step (HVP-eq.)", "ours ÷ authors'", "all 7 at GD: authors' step", "ours ÷ that", "s"]
-        body = []
-        for r in rows:
-            kc = "–" if r["k_crit"] is None else f"{r['k_crit']:.0f} / {r['x_rank']:.0f}"
-            body.append([r["step"], f"{r['S_ratio']:.4f}", kc, r["hvps"], r["grads"], r["d3"], f"{r['ours']:.1f}",
-                         *[f"{r['parts'].get(n, float('nan')):.1f}" for n in names],
-                         f"{'≥ ' * r['failed']}{r['solve']:.0f} / {r['solve_matched']:.0f}",
-                         f"{'≥ ' * r['edge_failed']}{r['edge']:.0f}",
-                         *([f"{'≥ ' * r['kc_failed']}{r['kc']:.0f}"] if "kconstrained" in names else []),
-                         f"{r['theirs']:.0f}",
-                         f"{r['ours'] / r['theirs']:.2f}", f"{r['theirs_at_gd']:.0f}",
-                         f"{r['ours'] / r['theirs_at_gd']:.2f}", f"{r['seconds']:.0f}"])
-        mean = (lambda key: float(np.nanmean([r[key] for r in rows])))
-        ours, theirs, at_gd = mean("ours"), mean("theirs"), mean("theirs_at_gd")
-        body.append(["mean", "", "", f"{mean('hvps'):.1f}", f"{mean('grads'):.1f}", f"{mean('d3'):.1f}",
-                     f"{ours:.1f}", *[f"{np.nanmean([r['parts'].get(n, np.nan) for r in rows]):.1f}" for n in names],
-                     f"{mean('solve'):.1f} / {mean('solve_matched'):.1f}", f"{mean('edge'):.1f}",
-                     *([f"{mean('kc'):.1f}"] if "kconstrained" in names else []),
-                     f"{theirs:.0f}", f"**{ours / theirs:.2f}**", f"{at_gd:.0f}", f"{ours / at_gd:.2f}", ""])
-        res["summary"] = {"ours": ours, "theirs": theirs, "ratio": ours / theirs, "met": ours / theirs <= GOAL,
-                          "theirs_at_gd": at_gd}
-        i = res["init"]
-        lines += [f"**{', '.join(names)}** ({res['steps']} steps; building the lockstep: {i['hvps']} HVPs, "
-                  f"{i['grads']} grads, {i['d3']} d3, {i['seconds']:.0f} s). Goal ≤ ⅓ of the authors' step: "
-                  f"{'met' if ours / theirs <= GOAL else '**not met**'} ({ours:.1f} vs {theirs:.0f}; with all "
-                  f"seven of their solves at GD's point: {ours / at_gd:.2f}×, {at_gd:.0f}).", "",
-                  table(head, body), ""]
+        lines += (_with_kconstrained if "kconstrained" in res["processes"] else _gd_central)(res, rows)
         capped = sum(r["edge_failed"] + r["failed"] + r["kc_failed"] for r in rows)
         if capped:
             lines += [f"≥: scipy's LOBPCG stopped at its 100 iterations unconverged ({capped} probes); the count "
                       "there is what it spent, a lower bound of what converging would cost.", ""]
-        if "kconstrained" in names:
-            conv = [r["kc_converged"] for r in rows if r["kc_converged"] is not None]
-            lines += [f"θ†_k's projections converged at {int(sum(conv))} of {len(conv)} steps.", ""]
     return "\n".join(lines)
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    return float(np.nanmean([r[key] for r in rows]))
+
+
+def _solves(r: dict) -> list[str]:
+    return [f"{'≥ ' * r['failed']}{r['solve']:.0f} / {r['solve_matched']:.0f}", f"{'≥ ' * r['edge_failed']}{r['edge']:.0f}"]
+
+
+def _head(res: dict, names) -> str:
+    i = res["init"]
+    return (f"**{', '.join(names)}** ({res['steps']} steps; building the lockstep: {i['hvps']} HVPs, "
+            f"{i['grads']} grads, {i['d3']} d3, {i['seconds']:.0f} s).")
+
+
+def _verdict(ours: float, theirs: float) -> str:
+    return f"{'met' if ours / theirs <= GOAL else '**not met**'} ({ours:.1f} vs {theirs:.0f}: {ours / theirs:.2f}×)"
+
+
+def _gd_central(res: dict, rows: list[dict]) -> list[str]:
+    """The `gd, central` lockstep: ours against the authors' step with six solves at the central flow's point."""
+    names = res["processes"]
+    head = ["step", "S(θ_GD)·η/2", "k_crit / rank X", "HVPs", "grads", "d3", "ours (HVP-eq.)",
+            *[f"of which {n}" for n in names], "authors' solve at GD (1e-6 / 1e-7)", "on the edge (1e-6)",
+            "authors' step (HVP-eq.)", "ours ÷ authors'", "all 7 at GD: authors' step", "ours ÷ that", "s"]
+    body = [[r["step"], f"{r['S_ratio']:.4f}", _kc(r), r["hvps"], r["grads"], r["d3"], f"{r['ours']:.1f}",
+             *[f"{r['parts'].get(n, float('nan')):.1f}" for n in names], *_solves(r), f"{r['theirs']:.0f}",
+             f"{r['ours'] / r['theirs']:.2f}", f"{r['theirs_at_gd']:.0f}", f"{r['ours'] / r['theirs_at_gd']:.2f}",
+             f"{r['seconds']:.0f}"] for r in rows]
+    ours, theirs, at_gd = _mean(rows, "ours"), _mean(rows, "theirs"), _mean(rows, "theirs_at_gd")
+    body.append(["mean", "", "", f"{_mean(rows, 'hvps'):.1f}", f"{_mean(rows, 'grads'):.1f}", f"{_mean(rows, 'd3'):.1f}",
+                 f"{ours:.1f}", *[f"{np.nanmean([r['parts'].get(n, np.nan) for r in rows]):.1f}" for n in names],
+                 f"{_mean(rows, 'solve'):.1f} / {_mean(rows, 'solve_matched'):.1f}", f"{_mean(rows, 'edge'):.1f}",
+                 f"{theirs:.0f}", f"**{ours / theirs:.2f}**", f"{at_gd:.0f}", f"{ours / at_gd:.2f}", ""])
+    res["summary"] = {"ours": ours, "theirs": theirs, "ratio": ours / theirs, "met": ours / theirs <= GOAL,
+                      "theirs_at_gd": at_gd}
+    return [f"{_head(res, names)} Goal ≤ ⅓ of the authors' step: {_verdict(ours, theirs)}; with all seven of their "
+            f"solves at GD's point: {ours / at_gd:.2f}× ({at_gd:.0f}).", "", table(head, body), ""]
+
+
+def _with_kconstrained(res: dict, rows: list[dict]) -> list[str]:
+    """The lockstep with θ†_k: `gd, central` read off it (their own costs) against the authors' step with six
+    solves at the central flow's point and at θ†_k's, and the whole lockstep."""
+    head = ["step", "S(θ_GD)·η/2", "k_crit / rank X", "HVPs", "grads", "d3", "of which gd", "of which central",
+            "of which kconstrained", "gd + central (HVP-eq.)", "authors' solve at GD (1e-6 / 1e-7)",
+            "at θ_cf (1e-6)", "at θ†_k (1e-6)", "authors' step: six at θ_cf", "six at θ†_k",
+            "gd + central ÷ authors' (θ_cf / θ†_k)", "whole ÷ authors' (θ†_k)", "s"]
+    body = [[r["step"], f"{r['S_ratio']:.4f}", _kc(r), r["hvps"], r["grads"], r["d3"],
+             *[f"{r['parts'].get(n, float('nan')):.1f}" for n in ("gd", "central", "kconstrained")],
+             f"{r['ours_gc']:.1f}", *_solves(r), f"{'≥ ' * r['kc_failed']}{r['kc']:.0f}", f"{r['theirs']:.0f}",
+             f"{r['theirs_kc']:.0f}", f"{r['ours_gc'] / r['theirs']:.2f} / {r['ours_gc'] / r['theirs_kc']:.2f}",
+             f"{r['ours'] / r['theirs_kc']:.2f}", f"{r['seconds']:.0f}"] for r in rows]
+    m = {k: _mean(rows, k) for k in ("ours", "ours_gc", "theirs", "theirs_kc", "solve", "solve_matched", "edge", "kc")}
+    body.append(["mean", "", "", f"{_mean(rows, 'hvps'):.1f}", f"{_mean(rows, 'grads'):.1f}", f"{_mean(rows, 'd3'):.1f}",
+                 *[f"{np.nanmean([r['parts'].get(n, np.nan) for r in rows]):.1f}" for n in ("gd", "central", "kconstrained")],
+                 f"{m['ours_gc']:.1f}", f"{m['solve']:.1f} / {m['solve_matched']:.1f}", f"{m['edge']:.1f}",
+                 f"{m['kc']:.1f}", f"{m['theirs']:.0f}", f"{m['theirs_kc']:.0f}",
+                 f"**{m['ours_gc'] / m['theirs']:.2f} / {m['ours_gc'] / m['theirs_kc']:.2f}**",
+                 f"{m['ours'] / m['theirs_kc']:.2f}", ""])
+    res["summary"] = {"ours": m["ours_gc"], "theirs": m["theirs"], "theirs_kc": m["theirs_kc"],
+                      "ratio": m["ours_gc"] / m["theirs"], "ratio_kc": m["ours_gc"] / m["theirs_kc"]}
+    conv = [r["kc_converged"] for r in rows if r["kc_converged"] is not None]
+    return [f"{_head(res, res['processes'])} `gd, central` (GD and the central flow never read θ†_k, so these are "
+            f"their counts without it too), goal ≤ ⅓ of the authors' step — with their six edge solves at the "
+            f"central flow's point: {_verdict(m['ours_gc'], m['theirs'])}; at θ†_k's point: "
+            f"{_verdict(m['ours_gc'], m['theirs_kc'])}; with all seven at GD's point: "
+            f"{_verdict(m['ours_gc'], _mean(rows, 'theirs_at_gd'))}. The whole lockstep with θ†_k: {m['ours']:.1f} "
+            f"({m['ours'] / m['theirs_kc']:.2f}× the authors' step with the six at θ†_k).", "", table(head, body), "",
+            f"θ†_k's projections converged at {int(sum(conv))} of {len(conv)} steps.", ""]
+
+
+def _kc(r: dict) -> str:
+    return "–" if r["k_crit"] is None else f"{r['k_crit']:.0f} / {r['x_rank']:.0f}"
+
+
+def _int_keys(d: dict) -> dict:
+    """JSON writes the probes' steps and the pair prices' k as strings: read them back as ints."""
+    return {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in d.items()}
 
 
 def main(argv=None) -> int:
@@ -213,9 +272,18 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=STEPS, help=f"tracked GD steps (default {STEPS})")
     ap.add_argument("--kconstrained", action="store_true", help="also track θ†_k (expensive here)")
     ap.add_argument("--d3-priced", action="store_true", help="price each pair vector as a lone d3 (an upper bound)")
+    ap.add_argument("--json", help="also write the raw measurements here (to re-render the tables: --from-json)")
+    ap.add_argument("--from-json", help="render the tables from a file written by --json instead of measuring")
     a = ap.parse_args(argv)
     t = time.perf_counter()
-    out = run(a.n, a.steps, a.kconstrained)
+    if a.from_json:
+        with open(a.from_json) as f:
+            out = json.load(f, object_hook=_int_keys)
+    else:
+        out = run(a.n, a.steps, a.kconstrained)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, default=float)
     print(markdown(out, a.d3_priced))
     say(f"total {time.perf_counter() - t:.0f} s")
     return 0

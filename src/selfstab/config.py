@@ -97,6 +97,7 @@ class TrackConfig:
     proj_min_iter: int = 0  # fewest linearized projection steps (3, with proj_max_iter 3 and proj_predict false: the paper)
     eig_tol: float = 1e-7  # relative residual ‖Hu − λu‖/|λ| of the eigen-solves along θ† (projection, predictions)
     sharpness_tol: float = 1e-5  # same for GD's and the flow's recorded sharpness (eigenvalue error ≤ tol²·λ²/gap)
+    sharpness_start: Literal["auto", "warm", "plain"] = "auto"  # GD's sharpness solves: warm momentum + guard, or plain; auto: plain with central/kconstrained
     processes: Optional[list[str]] = None  # the processes to track (`selfstab.processes.PROCESSES`); None: the default set
     flow: bool = True  # track gradient flow too
     power_iters: int = 8  # tensor power iterations for the ρ₃, ρ₄ estimates (Appendix E)

@@ -352,3 +352,62 @@ def test_gd_beside_the_several_eigenvalue_processes_alone():
     own = sum(r["cost_hvps"] for r in res.records["central"]) + sum(r["cost_hvps"] for r in res.records["kconstrained"])
     assert min(r["cost_hvps"] for r in res.records["kconstrained"]) > 0
     assert spent == own + ls.get("gd").tracker.hvps
+
+
+def test_gd_sharpness_starts_plain_beside_the_several_eigenvalue_processes(tiny_mlp_at_the_edge):
+    """``sharpness_start="auto"``: GD's tracker keeps its warm momentum and guard rule in the single-eigenvalue
+    lockstep and starts plain beside the central flow or θ†_k; either way its sharpness along GD is the top
+    eigenvalue of a dense ``torch.func`` Hessian."""
+    from selfstab.errors import ConfigError
+    from selfstab.processes.lockstep import Lockstep, default_processes, track
+
+    obj, lr, theta0 = tiny_mlp_at_the_edge
+
+    def gd_in(names, **options):
+        return Lockstep(obj, lr, default_processes(names, **options)).get("gd")
+
+    for names, options, plain in ((["gd"], {}, False), (["gd", "constrained"], {}, False),
+                                  (["gd", "central"], {}, True), (["gd", "kconstrained"], {}, True),
+                                  (["gd", "central"], {"sharpness_start": "warm"}, False),
+                                  (["gd"], {"sharpness_start": "plain"}, True)):
+        tr = gd_in(names, **options).tracker
+        assert (tr.momentum, tr.guard_after) == ((False, None) if plain else (True, 6)), (names, options)
+    with pytest.raises(ConfigError, match="sharpness_start"):
+        default_processes(["gd"], sharpness_start="cold")
+
+    g = torch.Generator().manual_seed(1)
+    X, Y = torch.randn(40, 3, generator=g, dtype=F64), torch.randn(40, 4, generator=g, dtype=F64)
+
+    def loss(theta):                  # a 3-8-4 tanh network, written out for torch.func
+        W1, b1, W2, b2 = theta[:24].reshape(8, 3), theta[24:32], theta[32:64].reshape(4, 8), theta[64:]
+        return 0.5 * ((torch.tanh(X @ W1.T + b1) @ W2.T + b2 - Y) ** 2).sum(1).mean()
+
+    H = torch.func.hessian(loss)
+    theta0 = torch.randn(68, generator=g, dtype=F64) / 2
+    lr = 2.05 / float(torch.linalg.eigvalsh(H(theta0))[-1])
+    fobj = Objective.from_function(loss, theta0)
+    for start in ("plain", "warm"):
+        procs = default_processes(["gd"], sharpness_start=start, sharpness_tol=1e-9)
+        procs[0].tracker.method = "lobpcg"          # d = 68 would be solved densely otherwise
+        res = track(fobj, theta0, lr, 6, processes=procs, allow_off_edge=True)
+        theta = theta0.clone()
+        for row in res.records["gd"]:
+            assert abs(row["sharpness"] - float(torch.linalg.eigvalsh(H(theta))[-1])) <= 1e-9 * row["sharpness"]
+            theta = theta - lr * torch.func.grad(loss)(theta)
+        assert res.lockstep.get("gd").tracker.hvps > 6 * 2      # iterative solves, not a dense one in disguise
+
+
+def test_lobpcg_without_momentum_finds_the_same_cluster_top():
+    """``lobpcg(momentum=False)`` from a warm subspace whose rows are members of a near-degenerate top cluster:
+    the same top eigenpair as ``torch.linalg.eigh`` and as the solve with momentum."""
+    from selfstab.spectrum.block_solver import lobpcg
+
+    g = torch.Generator().manual_seed(3)
+    Q, _ = torch.linalg.qr(torch.randn(300, 300, generator=g, dtype=F64))
+    w = torch.cat([torch.tensor([10.0, 9.98, 9.95, 9.9], dtype=F64), torch.linspace(8.0, 0.1, 296, dtype=F64)])
+    A = (Q * w) @ Q.T
+    start = Q[:, [2, 1, 3]].T + 1e-2 * torch.randn(3, 300, generator=g, dtype=F64)   # other members on top
+    for momentum in (True, False):
+        r = lobpcg(lambda V: V @ A, start, 1, tol=1e-10, momentum=momentum)
+        assert r.converged and abs(float(r.values[0]) - 10.0) < 1e-12
+        assert abs(float(r.vectors[0] @ Q[:, 0])) > 1 - 1e-12

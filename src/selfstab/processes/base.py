@@ -79,6 +79,9 @@ class Context:
 
 
 PROVIDERS = {"theta": "gd", "here": "constrained", "next": "constrained"}   # context field → the process setting it
+# Processes that track several unstable eigenvalues: with one of them the λ₂ rule flags instead of stopping, and
+# GD's sharpness solves start plain (processes/gd.py)
+SEVERAL_EIGENVALUES = ("central", "kconstrained")
 
 
 class Process:

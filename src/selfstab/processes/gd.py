@@ -10,9 +10,11 @@ import math
 
 from torch import Tensor
 
+from typing import Literal
+
 from ..errors import ConfigError
 from ..spectrum import EigenTracker
-from .base import Context, Fields, Process, all_finite, tracker_options
+from .base import SEVERAL_EIGENVALUES, Context, Fields, Process, all_finite, tracker_options
 from .geometry import Geometry, geometry_at
 
 
@@ -42,16 +44,40 @@ class GD(Process):
     constrained trajectory; without it (e.g. GD beside the several-eigenvalue
     processes alone) they are not recorded.  The sharpness is only recorded, so it is solved to
     ``sharpness_tol`` (the eigenvalue's error is about ``tol²·λ²/gap``).
+
+    ``sharpness_start``: how each warm sharpness solve starts.  ``"warm"``:
+    LOBPCG with the rest of the tracker's warm history as its first momentum,
+    and the tracker's guard rule (:class:`~selfstab.spectrum.EigenTracker`);
+    along the single-eigenvalue edge that is the cheapest.  ``"plain"``: from
+    the Ritz vector of the warm history alone, no guard rule.  ``"auto"``
+    (default): plain when the lockstep holds a several-eigenvalue process
+    (central flow, θ†_k), warm otherwise.  With several eigenvalues at the edge
+    the top one sits in a cluster whose members take turns on top along GD;
+    the history's older vectors are then other members of it, and as momentum
+    and guard they cost more than they save: at the near-degenerate paper-MLP
+    edge 25.3 instead of 34.9 HVPs a solve over seven steps
+    (benchmarks/RESULTS.md).  The single-eigenvalue lockstep (the default job)
+    keeps the warm start, its records bit for bit.
     """
 
     name = "gd"
 
-    def __init__(self, *, sharpness_tol: float = 1e-5):
+    def __init__(self, *, sharpness_tol: float = 1e-5, sharpness_start: Literal["auto", "warm", "plain"] = "auto"):
+        if sharpness_start not in ("auto", "warm", "plain"):
+            raise ConfigError(f"sharpness_start: must be auto, warm or plain, got {sharpness_start!r}")
+        self.sharpness_start = sharpness_start
         self.tracker = EigenTracker(1, **tracker_options(sharpness_tol))
         self.theta: Tensor | None = None
         self.prev_sharpness = math.nan
         self.geometry: Geometry | None = None
         self.last: Fields = {}
+
+    def setup(self, ctx: Context) -> None:
+        super().setup(ctx)
+        plain = self.sharpness_start == "plain" or (
+            self.sharpness_start == "auto" and any(n in SEVERAL_EIGENVALUES for n in ctx.processes))
+        if plain:
+            self.tracker.momentum, self.tracker.guard_after = False, None
 
     def start(self, ctx: Context) -> None:
         self.theta = ctx.theta.clone()

@@ -30,7 +30,8 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..problem.objective import Objective
-from .base import Context, Lambda2Flag, Lambda2Threshold, NonFinite, Process, PROVIDERS, Records, StepLimit, StopRule
+from .base import (SEVERAL_EIGENVALUES, Context, Lambda2Flag, Lambda2Threshold, NonFinite, Process, PROVIDERS, Records,
+                   StepLimit, StopRule)
 from .central import CentralFlow
 from .constrained import Constrained
 from .diagnostics import Diagnostics
@@ -67,8 +68,6 @@ def register_process(cls: type[Process]) -> type[Process]:
 # process out (the run's track.flow and track.generalized settings).
 RULE_OPTIONS = ("stop_lambda2", "lambda2_rule")
 LAMBDA2_RULES = ("auto", "stop", "flag")
-# Processes that track several unstable eigenvalues: with one of them the λ₂ rule flags instead of stopping.
-SEVERAL_EIGENVALUES = ("central", "kconstrained")
 SWITCHES = ("flow", "generalized")
 # track()'s own keywords, named in the "did you mean" of a misspelt option
 TRACK_KEYWORDS = ("steps", "processes", "stop_rules", "warm", "on_records", "lockstep", "allow_off_edge", "edge_tol")

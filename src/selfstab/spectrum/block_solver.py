@@ -150,7 +150,7 @@ def _random_rows(n: int, against: Tensor, seed: int) -> Tensor:
 
 
 def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int = 200, guard: int = 0,
-           above: float | None = None, max_k: int | None = None) -> Eigenpairs:
+           above: float | None = None, max_k: int | None = None, momentum: bool = True) -> Eigenpairs:
     """Block LOBPCG for the ``k`` largest eigenpairs, Rayleigh–Ritz first on the whole ``start`` subspace.
 
     ``start`` (m, d), m ≥ k: the warm subspace.  Costs m HVPs for the start and
@@ -172,6 +172,11 @@ def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int =
     stops when the wanted pairs meet ``tol`` and the first guard is clearly below ``above``.  A converged
     vector just below the edge of a dense spectrum would otherwise cost the most of all.  No library LOBPCG
     lets the number of wanted pairs follow the spectrum.
+
+    ``momentum``: the first iteration's implicit momentum ``P`` is the rest of the warm subspace (its other Ritz
+    vectors); ``False`` starts from the block's Ritz vectors alone (``P`` empty), as a cold LOBPCG would.  Where
+    the top eigenvalue sits in a cluster, the older vectors of a warm history are other members of it and slow
+    the first iterations down (benchmarks/RESULTS.md, the near-degenerate edge).
 
     A breakdown (see the module docstring) ends the solve unconverged, with ``extra["failure"]`` = (what
     failed, what to do) and the last finite Ritz pairs (NaN when there were none).
@@ -236,7 +241,7 @@ def lobpcg(matvec: MatVec, start: Tensor, k: int, *, tol: float, max_iter: int =
         # coefficient space, so no A-image is amplified by a bad change of basis.  A block that
         # had to be re-orthonormalized no longer starts with the old X: restart without P.
         if it == 1:
-            cp = C[:, order[kb:]]
+            cp = C[:, order[kb:]] if momentum else C[:, :0]
         elif recovered:
             cp = C[:, :0]
         else:

@@ -126,7 +126,8 @@ def top_eigenpairs(matvec: MatVec, d: int, k: int = 1, *, dtype: torch.dtype = t
                    device: torch.device | str = "cpu", warm: Tensor | None = None, tol: float | None = None,
                    max_iter: int = 200, method: Literal["auto", "dense", "lobpcg", "eigsh"] = "auto",
                    on_fail: Literal["raise", "warn"] = "raise", seed: int = 0, previous: Tensor | None = None,
-                   guard: int = 0, above: float | None = None, max_k: int | None = None) -> Eigenpairs:
+                   guard: int = 0, above: float | None = None, max_k: int | None = None,
+                   momentum: bool = True) -> Eigenpairs:
     """The ``k`` largest eigenpairs of the symmetric operator ``matvec`` (e.g. ``Point.hvp``).
 
     ``warm`` (m, d): a subspace to start from (previous eigenvectors, their
@@ -135,6 +136,7 @@ def top_eigenpairs(matvec: MatVec, d: int, k: int = 1, *, dtype: torch.dtype = t
     first ``k`` rows of ``warm``).  ``tol``: relative residual (default
     :func:`default_tol`).  ``guard``: extra LOBPCG vectors (see :func:`lobpcg`).  ``above``/``max_k``:
     every eigenpair ``≥ above`` (at least ``k``, at most ``max_k``) with unconverged guards (:func:`lobpcg`).
+    ``momentum``: a warm LOBPCG's first momentum is the rest of ``warm`` (``False``: none; :func:`lobpcg`).
 
     A solve that misses ``tol`` or breaks down (NaN/inf HVPs, a failed
     Rayleigh–Ritz step, an ARPACK error) raises :class:`ConvergenceError`
@@ -167,7 +169,7 @@ def top_eigenpairs(matvec: MatVec, d: int, k: int = 1, *, dtype: torch.dtype = t
                 result = _failed(k, d, dtype, device, hvps0, 0, "eigsh", failure)
             else:
                 result = lobpcg(counted, start, k, tol=tol, max_iter=max_iter, guard=min(guard, d - k), above=above,
-                                max_k=max_k)
+                                max_k=max_k, momentum=momentum)
                 result.hvps += hvps0
                 if hvps0:
                     result.method = "eigsh+lobpcg"

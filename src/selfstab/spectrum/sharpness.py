@@ -61,14 +61,23 @@ class EigenTracker:
     is large and not linear in the last two vectors: more blocks then cost one
     HVP each for the Rayleigh–Ritz step but save several LOBPCG iterations
     (benchmarks/RESULTS.md), while near the edge two suffice.
+
+    ``momentum=False`` and ``guard_after=None`` make the *plain* start: LOBPCG
+    from the Ritz vector(s) of the warm subspace alone, no guard rule.  Where
+    the top eigenvalue sits in a tight cluster whose members take turns on top
+    (several eigenvalues at the edge), the older vectors of the history are
+    other members of the cluster: as momentum and as a guard they cost more
+    iterations than they save (benchmarks/RESULTS.md, the near-degenerate edge).
     """
 
     def __init__(self, k: int = 1, *, tol: float | None = None, history: int = 2, max_iter: int = 200,
                  method: Literal["auto", "dense", "lobpcg", "eigsh"] = "auto",
-                 on_fail: Literal["raise", "warn"] = "raise", seed: int = 0, guard: int = 0, guard_after: int = 6,
-                 guard_gap: float = 0.97, min_history: int | None = None):
+                 on_fail: Literal["raise", "warn"] = "raise", seed: int = 0, guard: int = 0,
+                 guard_after: int | None = 6, guard_gap: float = 0.97, min_history: int | None = None,
+                 momentum: bool = True):
         self.k, self.tol, self.max_iter, self.method, self.on_fail = k, tol, max_iter, method, on_fail
         self.random_seed = seed   # of the cold start (ARPACK's starting vector)
+        self.momentum = momentum
         self.guard, self.guard_after, self.guard_off, self.guard_gap = guard, guard_after, 10, guard_gap
         self._easy = 0
         self._history: deque[Tensor] = deque(maxlen=max(1, history))
@@ -108,11 +117,13 @@ class EigenTracker:
         result = top_eigenpairs(point.hvp, obj.dim, self.k, dtype=obj.dtype, device=obj.device, warm=warm,
                                 tol=self.tol, max_iter=self.max_iter, method=self.method, on_fail=self.on_fail,
                                 seed=self.random_seed, previous=previous,
-                                guard=self.guard if guard is None else guard, above=above, max_k=max_k)
+                                guard=self.guard if guard is None else guard, above=above, max_k=max_k,
+                                momentum=self.momentum)
         if above is None:   # the guard rule (a block that follows the spectrum has its own guards)
             self._easy = self._easy + 1 if result.iterations <= 2 else 0
             gap = result.extra.get("gap_ratio", float("nan"))
-            if self.guard == 0 and result.iterations > self.guard_after and not gap < self.guard_gap:
+            if (self.guard == 0 and self.guard_after is not None and result.iterations > self.guard_after
+                    and not gap < self.guard_gap):
                 self.guard = 1
             elif self.guard and self._easy >= self.guard_off:
                 self.guard, self._easy = 0, 0
