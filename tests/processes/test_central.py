@@ -361,7 +361,7 @@ def test_gd_sharpness_starts_plain_beside_the_several_eigenvalue_processes(tiny_
     from selfstab.errors import ConfigError
     from selfstab.processes.lockstep import Lockstep, default_processes, track
 
-    obj, lr, theta0 = tiny_mlp_at_the_edge
+    obj, lr, _ = tiny_mlp_at_the_edge
 
     def gd_in(names, **options):
         return Lockstep(obj, lr, default_processes(names, **options)).get("gd")

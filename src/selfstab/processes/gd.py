@@ -7,10 +7,9 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from torch import Tensor
-
-from typing import Literal
 
 from ..errors import ConfigError
 from ..spectrum import EigenTracker
