@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from selfstab import ConfigError, DivergenceError, Objective
-from selfstab.train import gd_to_edge
+from selfstab.train import EdgeNotReachedWarning, gd_to_edge
 
 F64 = torch.float64
 
@@ -93,6 +93,7 @@ def test_non_positive_lr_is_a_one_line_error(lr):
 
 def test_not_reached_within_max_steps():
     obj = _growing_sharpness(0.1, 0.37, 1.0)
-    res = gd_to_edge(obj, 0.1, max_steps=100)
+    with pytest.warns(EdgeNotReachedWarning, match="did not reach 2/η = 20 within max_steps = 100"):
+        res = gd_to_edge(obj, 0.1, max_steps=100)
     assert not res.reached and res.step == 100
     assert math.isclose(float(res.theta0[1]), 0.1 * 0.37 * 100, rel_tol=1e-12)
