@@ -109,7 +109,7 @@ class TrackConfig:
     diagnostics_every: int = 25  # steps between Appendix E diagnostics (they cost tensor power iterations)
     k_eigs: int = 2  # top eigenvalues tracked along θ† (λ₂ decides when to stop)
     stop_lambda2: float = 1.9  # the λ₂ rule acts once λ₂(θ†) ≥ stop_lambda2/η (§8.2); 0: no λ₂ rule
-    lambda2_rule: Literal["auto", "stop", "flag"] = "auto"  # stop the run, or flag outside_assumptions; auto: flag with central/kconstrained
+    lambda2_rule: Literal["auto", "stop", "flag", "central"] = "auto"  # at λ₂ ≥ stop_lambda2/η: stop, flag outside_assumptions, or flag and add the central flow; auto: central for the default set, flag with central/kconstrained named, stop otherwise
     critical_threshold: float = 0.975  # central/kconstrained: eigenvalues ≥ this·2/η are critical (enter the SDCP)
     track_threshold: Optional[float] = None  # central/kconstrained: block covers λ ≥ this·2/η + a guard; none: critical
     block_max_k: Optional[int] = None  # central/kconstrained: most eigenpairs in the tracked block; none: no cap

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import os
 import sys
 import time
@@ -58,8 +59,9 @@ from . import distributed
 from .config import RunConfig, TrackConfig, from_dict, load_config
 from .errors import ConfigError, DataError, RunInterrupted, SelfstabError
 from .problem.build import Problem, build_problem, data_parallel, evaluator
-from .processes import Lockstep, default_processes, default_stop_rules, track
-from .processes.lockstep import RULE_OPTIONS, process_options
+from .processes import Lambda2Flag, Lockstep, default_processes, default_stop_rules, track
+from .processes.base import SEVERAL_EIGENVALUES, SINGLE_EIGENVALUE, EpsilonFlag
+from .processes.lockstep import RULE_OPTIONS, default_set, lambda2_rule_kind, process_options
 from .records import RunDir, load_run
 from .records.rundir import read_latest_checkpoint
 from .spectrum import EigenTracker, default_tol
@@ -224,13 +226,23 @@ def track_phase(cfg: RunConfig, run: RunDir, edge: dict, problem: Problem | None
     problem = problem or build_problem(cfg, dtype="float64")
     obj = problem.objective.to(torch.float64)
     lr, tc = cfg.lr, cfg.track
-    processes = default_processes(tc.processes, **track_options(tc))
-    rules = default_stop_rules(tc.stop_lambda2, tc.lambda2_rule, [p.name for p in processes])
+    options = track_options(tc)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # projection/eigen shortfalls are recorded per step
         if resume_state is None:
+            names, lam2 = tc.processes, math.nan
+            if names is None:   # the default set, decided once at θ₀ and written into the summary
+                names, lam2 = default_set(obj, edge["theta0"], lr, edge["warm"], tc.stop_lambda2)
+            processes = default_processes(names, **options)
+            rules = default_stop_rules(tc.stop_lambda2, tc.lambda2_rule, tc.processes, **options)
+            run.write_summary({"processes": [p.name for p in processes],
+                               "lambda2_rule": lambda2_rule_kind(tc.lambda2_rule, tc.processes) if tc.stop_lambda2
+                               else "none",
+                               **({"lambda2_theta0": lam2} if math.isfinite(lam2) else {})})
             ls = Lockstep(obj, lr, processes, stop_rules=rules).start(edge["theta0"], edge["warm"])
-        else:
+        else:   # the processes the checkpoint holds (a process that joined on the way included)
+            processes = default_processes(list(resume_state["lockstep"]["processes"]), **options)
+            rules = default_stop_rules(tc.stop_lambda2, tc.lambda2_rule, tc.processes, **options)
             ls = Lockstep.from_state(obj, lr, resume_state["lockstep"], processes, stop_rules=rules)
         start = time.perf_counter()
         board = _TensorBoard(cfg, run)
@@ -257,8 +269,45 @@ def track_phase(cfg: RunConfig, run: RunDir, edge: dict, problem: Problem | None
             result = track(obj, None, lr, tc.steps, lockstep=ls, on_records=write)
         board.close()
     run.write_summary({"stop_reason": result.stop_reason, "tracked_steps": ls.t,
-                       "seconds_track": time.perf_counter() - start})
+                       "seconds_track": time.perf_counter() - start, **theory_held(ls)})
     return ls
+
+
+def theory_held(ls: Lockstep) -> dict[str, Any]:
+    """Which theory held over which tracked steps, for the summary (``theory``: a list of
+    ``{"from", "to", "what"}``, steps ``[from, to)``), and the processes that joined or diverged on the way."""
+    end = ls.t
+    flagged = next((r.since for r in ls.stop_rules if isinstance(r, Lambda2Flag) and r.since is not None), None)
+    names = [p.name for p in ls.processes]
+    single = [n for n in names if n in SINGLE_EIGENVALUE and n not in ls.retired]
+    segments = []
+    if single:
+        until = end if flagged is None else min(flagged, end)
+        if until > 0:
+            segments.append({"from": 0, "to": until, "what": "single-eigenvalue theory (one eigenvalue at the edge)"})
+        if flagged is not None and flagged < end:
+            segments.append({"from": flagged, "to": end,
+                             "what": "several eigenvalues at the edge: single-eigenvalue processes flagged "
+                                     "outside_assumptions"})
+    for name in SEVERAL_EIGENVALUES:
+        if name in names and name not in ls.retired:
+            since = ls.joined.get(name, 0)
+            segments.append({"from": since, "to": end, "what": f"{name} tracked" + (
+                f" (joined at step {since}: λ₂ reached the edge)" if name in ls.joined else "")})
+    for rule in ls.stop_rules:
+        if isinstance(rule, EpsilonFlag) and rule.steps:
+            segments.append({"from": rule.first, "to": end,
+                             "what": f"ε = η√α above {rule.bound:g} at {rule.steps} step"
+                                     f"{'s' if rule.steps != 1 else ''} from step {rule.first}: single-eigenvalue "
+                                     f"processes flagged outside_assumptions there"})
+    for name, info in ls.retired.items():
+        segments.append({"from": info["step"], "to": end, "what": f"{name} diverged: {info['why']}; not stepped"})
+    out: dict[str, Any] = {"theory": segments}
+    if ls.joined:
+        out["joined"] = dict(ls.joined)
+    if ls.retired:
+        out["diverged"] = {k: dict(v) for k, v in ls.retired.items()}
+    return out
 
 
 def prepare(cfg: RunConfig) -> Problem:

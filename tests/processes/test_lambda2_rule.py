@@ -7,14 +7,14 @@ import torch
 
 from selfstab.errors import ConfigError
 from selfstab.processes import Lambda2Flag, Lambda2Threshold, Lockstep, NonFinite, default_processes, track
-from selfstab.processes.base import Context
+from selfstab.processes.base import Context, EpsilonFlag, Lambda2Central
 from selfstab.processes.lockstep import default_stop_rules, lambda2_rule_kind
 from selfstab import Objective
 from selfstab.theory.toy import toy_loss
 
 
 def test_rule_kind_follows_the_processes():
-    assert lambda2_rule_kind("auto", None) == "stop"
+    assert lambda2_rule_kind("auto", None) == "central"   # the default set: the central flow joins
     assert lambda2_rule_kind("auto", ["gd", "constrained", "diagnostics"]) == "stop"
     assert lambda2_rule_kind("auto", ["gd", "central"]) == "flag"
     assert lambda2_rule_kind("auto", ["kconstrained"]) == "flag"
@@ -25,10 +25,13 @@ def test_rule_kind_follows_the_processes():
 
 def test_default_rules():
     rules = default_stop_rules()
-    assert [type(r) for r in rules] == [NonFinite, Lambda2Threshold] and rules[1].factor == 1.9
-    assert [type(r) for r in default_stop_rules(1.9, processes=["gd", "central"])] == [NonFinite, Lambda2Flag]
-    assert [type(r) for r in default_stop_rules(0)] == [NonFinite]
-    assert [type(r) for r in default_stop_rules(None, "flag")] == [NonFinite]
+    assert [type(r) for r in rules] == [NonFinite, Lambda2Central, EpsilonFlag] and rules[1].factor == 1.9
+    rules = default_stop_rules(processes=["gd", "constrained"])
+    assert [type(r) for r in rules] == [NonFinite, Lambda2Threshold, EpsilonFlag] and rules[1].factor == 1.9
+    assert [type(r) for r in default_stop_rules(1.9, processes=["gd", "central"])] == [NonFinite, Lambda2Flag,
+                                                                                        EpsilonFlag]
+    assert [type(r) for r in default_stop_rules(0)] == [NonFinite, EpsilonFlag]
+    assert [type(r) for r in default_stop_rules(None, "flag")] == [NonFinite, EpsilonFlag]
     with pytest.raises(ConfigError, match="stop_lambda2"):
         default_stop_rules(-1.0)
 
@@ -77,5 +80,24 @@ def test_track_flags_instead_of_stopping():
     calm = track(obj, theta0, lr, 3, processes=names, stop_lambda2=1.1, **opts)
     assert [r["outside_assumptions"] for r in calm.records["constrained"]] == [0.0] * 3
     # the default processes with the default rule: no flag column and no rule state in the checkpoint
-    plain = Lockstep(obj, lr, default_processes(["gd", "constrained", "predicted"])).start(theta0)
+    plain = Lockstep(obj, lr, default_processes(["gd", "constrained", "predicted"]),
+                     stop_rules=default_stop_rules(processes=["gd", "constrained", "predicted"])).start(theta0)
     assert "rules" not in plain.state_dict() and "outside_assumptions" not in plain.step()["constrained"]
+
+
+def test_epsilon_flag_marks_only_the_steps_where_epsilon_is_not_small():
+    """ε = η√α above 0.1 (Theorem 1's relative errors of order ε reach ten percent) flags that step's
+    single-eigenvalue rows; a step within the bound gets no column at all."""
+    rule = EpsilonFlag()
+    ctx = Context(objective=None, lr=0.4)
+    flags = []
+    for t, eps in enumerate([0.03, 0.18, 0.52, 0.05]):   # the residual-LayerNorm case's ε is 0.18–0.52
+        rec = {"constrained": {"epsilon": eps}, "predicted": {}, "gd": {}}
+        ctx.t = t + 1
+        assert rule.check(ctx, rec) is None
+        assert "outside_assumptions" not in rec["gd"]
+        flags.append(rec["predicted"].get("outside_assumptions"))
+    assert flags == [None, 1.0, 1.0, None] and rule.first == 1 and rule.steps == 2
+    again = EpsilonFlag()
+    again.load_state_dict(rule.state_dict())
+    assert (again.first, again.steps) == (1, 2) and EpsilonFlag().state_dict() is None

@@ -1,7 +1,7 @@
 """Stage 4 — the processes tracked from the edge: GD, the constrained trajectory, gradient flow, the
 predictions and the diagnostics, each one :class:`Process` (``base.py``), stepped by one :class:`Lockstep`."""
 
-from .base import Context, Lambda2Flag, Lambda2Threshold, NonFinite, Process, StepLimit, StopRule
+from .base import Context, Lambda2Central, Lambda2Flag, Lambda2Threshold, NonFinite, Process, StepLimit, StopRule
 from .central import CentralFlow, CentralStep, central_flow_step
 from .constrained import Constrained, Projection, ProjectionWarning, constrained_step, project
 from .diagnostics import Diagnostics, diagnostics, tensor_power_norm
@@ -14,7 +14,7 @@ from .predicted import Generalized, Predicted, predicted_step, theorem1_predicti
 
 __all__ = ["CentralFlow", "CentralStep", "Constrained", "Context", "Diagnostics", "Flow", "GD", "Generalized",
            "Geometry", "GradientFlow", "KConstrained", "KGeometry", "KProjection", "KProjectionWarning",
-           "Lambda2Flag", "Lambda2Threshold", "central_flow_step", "k_constrained_step", "k_project", "Lockstep", "NonFinite", "PROCESSES", "Predicted", "Process", "Projection",
+           "Lambda2Central", "Lambda2Flag", "Lambda2Threshold", "central_flow_step", "k_constrained_step", "k_project", "Lockstep", "NonFinite", "PROCESSES", "Predicted", "Process", "Projection",
            "ProjectionWarning", "StepLimit", "StopRule", "TrackResult", "constrained_step", "default_processes",
            "default_stop_rules", "diagnostics", "gd_step", "geometry_at", "perp", "predicted_step", "project",
            "register_process", "tensor_power_norm", "theorem1_predictions", "track"]

@@ -342,6 +342,7 @@ class CentralFlow(Process):
     """
 
     name = "central"
+    retires = True
     default = False
 
     def __init__(self, *, central_eig_tol: float = 1e-5, critical_threshold: float = 0.975, track_threshold: float | None = None,

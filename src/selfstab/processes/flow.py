@@ -131,6 +131,7 @@ class Flow(Process):
     """
 
     name = "flow"
+    retires = True
     needs = ("theta", "here")
 
     def __init__(self, *, sharpness_tol: float = 1e-5, flow_rtol: float = 1e-8, flow_atol: float = 1e-10,

@@ -109,11 +109,16 @@ class GD(Process):
         return all_finite(self.last.get("loss", 0.0), self.last.get("sharpness", 0.0))
 
     def state_dict(self) -> dict:
+        # the start resolved at setup travels with the state: a process that joined later (the central flow
+        # under the default set's λ₂ rule) must not switch a resumed run's solves to the plain start
         return {"theta": self.theta.cpu(), "prev_sharpness": self.prev_sharpness,
-                "tracker": self.tracker.state_dict()}
+                "tracker": self.tracker.state_dict(),
+                "start": {"momentum": self.tracker.momentum, "guard_after": self.tracker.guard_after}}
 
     def load_state_dict(self, state: dict) -> None:
         obj = self.objective
         self.theta = state["theta"].to(obj.theta0)
         self.prev_sharpness = float(state["prev_sharpness"])
         self.tracker.load_state_dict(state["tracker"], obj.device)
+        if "start" in state:
+            self.tracker.momentum, self.tracker.guard_after = state["start"]["momentum"], state["start"]["guard_after"]

@@ -355,6 +355,7 @@ class KConstrained(Process):
     """
 
     name = "kconstrained"
+    retires = True
     default = False
 
     def __init__(self, *, eig_tol: float = 1e-7, kproj_tol: float = 1e-9, kproj_max_iter: int = 10,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,8 +31,8 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..problem.objective import Objective
-from .base import (SEVERAL_EIGENVALUES, Context, Lambda2Flag, Lambda2Threshold, NonFinite, Process, PROVIDERS, Records,
-                   StepLimit, StopRule)
+from .base import (SEVERAL_EIGENVALUES, Context, EpsilonFlag, Lambda2Central, Lambda2Flag, Lambda2Threshold, NonFinite, Process,
+                   PROVIDERS, Records, StepLimit, StopRule, out_of_bounds)
 from .central import CentralFlow
 from .constrained import Constrained
 from .diagnostics import Diagnostics
@@ -67,7 +68,7 @@ def register_process(cls: type[Process]) -> type[Process]:
 # Options that are not a process's: the λ₂ rule's threshold and kind; and switches that leave a default
 # process out (the run's track.flow and track.generalized settings).
 RULE_OPTIONS = ("stop_lambda2", "lambda2_rule")
-LAMBDA2_RULES = ("auto", "stop", "flag")
+LAMBDA2_RULES = ("auto", "stop", "flag", "central")
 SWITCHES = ("flow", "generalized")
 # track()'s own keywords, named in the "did you mean" of a misspelt option
 TRACK_KEYWORDS = ("steps", "processes", "stop_rules", "warm", "on_records", "lockstep", "allow_off_edge", "edge_tol")
@@ -118,33 +119,82 @@ def default_processes(names: Iterable[str] | None = None, **options) -> list[Pro
 
 
 def lambda2_rule_kind(lambda2_rule: str = "auto", processes: Iterable[str] | None = None) -> str:
-    """``"stop"`` or ``"flag"``: ``"auto"`` flags when a process of :data:`SEVERAL_EIGENVALUES` is among
-    ``processes`` (names; ``None``: the default set, which has none) and stops otherwise."""
+    """``"stop"``, ``"flag"`` or ``"central"``.  ``"auto"``: ``"central"`` for the default set (``processes``
+    ``None``: the run did not name its processes), ``"flag"`` when named processes include one of
+    :data:`SEVERAL_EIGENVALUES`, ``"stop"`` when they do not (the user chose the single-eigenvalue theory)."""
     if lambda2_rule not in LAMBDA2_RULES:
         raise ConfigError(f"track.lambda2_rule: must be one of {', '.join(LAMBDA2_RULES)}, got {lambda2_rule!r}")
     if lambda2_rule != "auto":
         return lambda2_rule
-    return "flag" if any(n in SEVERAL_EIGENVALUES for n in (processes or ())) else "stop"
+    if processes is None:
+        return "central"
+    return "flag" if any(n in SEVERAL_EIGENVALUES for n in processes) else "stop"
 
 
 def default_stop_rules(stop_lambda2: float | None = 1.9, lambda2_rule: str = "auto",
-                       processes: Iterable[str] | None = None) -> list[StopRule]:
+                       processes: Iterable[str] | None = None, **central_options) -> list[StopRule]:
     """Non-finite state, then the λ₂ rule at ``λ₂ ≥ stop_lambda2/η`` (``None`` or 0: no λ₂ rule).
 
     The λ₂ rule (:func:`lambda2_rule_kind`): ``"stop"`` ends the run there
     (:class:`~selfstab.processes.base.Lambda2Threshold`, the paper's
-    experiments and the default job); ``"flag"`` lets it continue and marks
-    the single-eigenvalue processes ``outside_assumptions``
-    (:class:`~selfstab.processes.base.Lambda2Flag`); ``"auto"`` flags when
-    ``processes`` (names) include the central flow or ``θ†_k``.
+    experiments); ``"flag"`` lets it continue and marks the single-eigenvalue
+    processes ``outside_assumptions`` (:class:`~selfstab.processes.base.Lambda2Flag`);
+    ``"central"`` does the same and adds the central flow at that step when none
+    runs (:class:`~selfstab.processes.base.Lambda2Central`, built with
+    ``central_options``, the run's process options); ``"auto"`` is ``"central"``
+    for the default set (``processes`` None), ``"flag"`` for named processes with
+    the central flow or ``θ†_k``, ``"stop"`` for other named processes.
     """
     kind = lambda2_rule_kind(lambda2_rule, processes)
     if stop_lambda2 is not None and not (isinstance(stop_lambda2, (int, float)) and stop_lambda2 >= 0):
         raise ConfigError(f"track.stop_lambda2: must be a number ≥ 0 (0 or none: no λ₂ rule), got {stop_lambda2!r}")
     rules: list[StopRule] = [NonFinite()]
     if stop_lambda2:
-        rules.append(Lambda2Threshold(stop_lambda2) if kind == "stop" else Lambda2Flag(stop_lambda2))
+        if kind == "stop":
+            rules.append(Lambda2Threshold(stop_lambda2))
+        elif kind == "flag":
+            rules.append(Lambda2Flag(stop_lambda2))
+        else:
+            accepted = _accepted(CentralFlow)
+            options = {k: v for k, v in central_options.items() if k in accepted}
+            rules.append(Lambda2Central(stop_lambda2, make=lambda: CentralFlow(**options)))
+    rules.append(EpsilonFlag())
     return rules
+
+
+def lambda2_at(objective: Objective, theta: Tensor, warm: Tensor | None = None) -> float:
+    """``λ₂(θ)``, the second eigenvalue of ``∇²L(θ)`` (float64; a solve of its own, the run's random state
+    untouched), for the choice of the default set at ``θ₀`` (:func:`default_set`)."""
+    from ..spectrum import EigenTracker
+    obj = objective.to(torch.float64)
+    cuda = [obj.device.index or 0] if obj.device.type == "cuda" else []
+    counts = dict(obj.counts)
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(0)
+        tracker = EigenTracker(2, tol=1e-6, on_fail="warn")
+        if warm is not None:
+            tracker.seed(warm.to(obj.theta0))
+        lam2 = float(tracker.refresh(obj.at(theta)).values[1])
+    obj.counts.clear()   # a choice made before tracking: not part of the tracked steps' cost
+    obj.counts.update(counts)
+    return lam2
+
+
+def default_set(objective: Objective, theta0: Tensor, lr: float, warm: Tensor | None = None,
+                stop_lambda2: float | None = 1.9) -> tuple[list[str], float]:
+    """The processes of a run that did not name them, decided at ``θ₀``, and ``λ₂(θ₀)`` (NaN: not solved).
+
+    The default processes, plus the central flow when ``λ₂(θ₀) ≥ stop_lambda2/η``: several eigenvalues are
+    at the edge from the start, where the single-eigenvalue theory does not apply and the λ₂ rule would act
+    at once (docs/theory.md §7, §10).  Without a λ₂ rule (``stop_lambda2`` 0 or None) nothing is solved.
+    """
+    names = [n for n, cls in PROCESSES.items() if cls.default]
+    if not stop_lambda2:
+        return names, math.nan
+    lam2 = lambda2_at(objective, theta0, warm)
+    if lam2 >= stop_lambda2 / lr and "central" not in names:
+        names.append("central")
+    return names, lam2
 
 
 class Lockstep:
@@ -167,6 +217,14 @@ class Lockstep:
         for p in self.processes:
             p.setup(self.ctx)
         self.stop_reason: str | None = None
+        self.joined: dict[str, int] = {}          # process → the step it joined at (a stop rule added it)
+        self.retired: dict[str, dict] = {}        # process → {"step", "why"}: diverged, no longer stepped
+        self.loss0 = math.nan                     # GD's loss at θ₀, the scale of the bounds (base.out_of_bounds)
+
+    @property
+    def active(self) -> list[Process]:
+        """The processes still stepped (all but the retired ones)."""
+        return [p for p in self.processes if p.name not in self.retired]
 
     @property
     def t(self) -> int:
@@ -191,11 +249,14 @@ class Lockstep:
         ctx, obj = self.ctx, self.objective
         start, counts0 = time.perf_counter(), Counter(obj.counts)
         rec: Records = {}
-        for p in self.processes:
+        active = self.active
+        for p in active:
             fields = p.record(ctx)
             if fields is not None:
                 rec[p.name] = fields
-        for p in self.processes:
+        if ctx.t == 0 and "gd" in rec:
+            self.loss0 = float(rec["gd"].get("loss", math.nan))
+        for p in active:
             extra = p.advance(ctx)
             if extra:
                 rec.setdefault(p.name, {}).update(extra)
@@ -205,19 +266,64 @@ class Lockstep:
                        "seconds": time.perf_counter() - start}
         ctx.t += 1
         ctx.next = None
-        for p in self.processes:   # between steps the context shows time t+1
+        for p in active:   # between steps the context shows time t+1
             p.publish(ctx)
+        self._retire_diverged(rec)
         for rule in self.stop_rules:
             reason = rule.check(ctx, rec)
             if reason is not None:
                 self.stop_reason = reason
                 break
+        for rule in self.stop_rules:
+            for process in rule.joins(ctx):
+                self.join(process)
         return rec
+
+    def _retire_diverged(self, rec: Records) -> None:
+        """Retire each retirable process that left the finite numbers or its bounds at this step: its row gets
+        ``diverged = 1.0``, and it is no longer stepped (nor seen by the others through ``ctx.get``)."""
+        for p in self.active:
+            if not p.retires:
+                continue
+            why = None if p.finite() else "it left the finite numbers"
+            why = why or out_of_bounds(p, rec.get(p.name, {}), rec.get("gd", {}), self.lr, self.loss0)
+            if why is not None:
+                step = self.ctx.t - 1
+                self.retired[p.name] = {"step": step, "why": why}
+                rec.setdefault(p.name, {})["diverged"] = 1.0
+                self.ctx.processes.pop(p.name, None)
+
+    def join(self, process: Process) -> None:
+        """Add ``process`` at the current time ``t`` from GD's iterate ``θ_t`` (its records start at ``t``);
+        GD's current eigenvectors seed its solvers.  Used by a stop rule's ``joins`` (:class:`Lambda2Central`)."""
+        ctx = self.ctx
+        if process.name in ctx.processes or process.name in self.retired:
+            raise ConfigError(f"processes: {process.name!r} is already in this lockstep")
+        process.setup(ctx)
+        gd = ctx.get("gd")
+        last = getattr(getattr(gd, "tracker", None), "last", None)
+        ctx.warm = None if last is None else last.vectors.reshape(-1, self.objective.dim)
+        process.start(ctx)
+        ctx.warm = None
+        order = list(PROCESSES)
+        rank = {n: i for i, n in enumerate(order)}
+        self.processes.append(process)
+        self.processes.sort(key=lambda p: rank.get(p.name, len(order)))
+        ctx.processes = {p.name: p for p in self.processes if p.name not in self.retired}
+        process.publish(ctx)
+        self.joined[process.name] = ctx.t
 
     # -- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict:
         state = {"t": self.t, "stop_reason": self.stop_reason, "counts": dict(self.objective.counts),
                  "processes": {p.name: p.state_dict() for p in self.processes}}
+        # keys only where they say something, so the default job's checkpoints keep their layout
+        if self.joined:
+            state["joined"] = dict(self.joined)
+        if self.retired:
+            state["retired"] = {k: dict(v) for k, v in self.retired.items()}
+        if math.isfinite(self.loss0):
+            state["loss0"] = self.loss0
         rules = [rule.state_dict() for rule in self.stop_rules]
         if any(r is not None for r in rules):   # only rules with state (the λ₂ flag) add the key
             state["rules"] = rules
@@ -237,6 +343,11 @@ class Lockstep:
             p.publish(self.ctx)
         self.objective.counts.clear()
         self.objective.counts.update(state["counts"])
+        self.joined = {k: int(v) for k, v in state.get("joined", {}).items()}
+        self.retired = {k: dict(v) for k, v in state.get("retired", {}).items()}
+        self.loss0 = float(state.get("loss0", math.nan))
+        for name in self.retired:
+            self.ctx.processes.pop(name, None)
         for rule, saved in zip(self.stop_rules, state.get("rules", ())):
             if saved is not None and rule.state_dict() is not None:
                 rule.load_state_dict(saved)
@@ -340,15 +451,17 @@ def track(objective: Objective, theta0: Tensor | None, lr: float, steps: int = 8
     if lockstep is None:
         if theta0 is None:
             raise ConfigError("theta0: give the point to track from (or lockstep= to continue a run)")
-        if processes is None or all(isinstance(p, str) for p in processes):
+        if not allow_off_edge:
+            check_edge(objective, theta0, lr, warm, edge_tol)
+        named = None if processes is None else [p if isinstance(p, str) else p.name for p in processes]
+        if processes is None:   # the default set, decided at θ₀ (the central flow joins when λ₂ is at the edge)
+            processes, _ = default_set(objective, theta0, lr, warm, rule_options.get("stop_lambda2", 1.9))
+        if all(isinstance(p, str) for p in processes):
             processes = default_processes(processes, **options)
         elif options:
             raise ConfigError(f"track: options {', '.join(options)} apply to the default processes; set them on "
                               f"your process objects instead")
-        if not allow_off_edge:
-            check_edge(objective, theta0, lr, warm, edge_tol)
-        names = [p if isinstance(p, str) else p.name for p in processes]
-        rules = default_stop_rules(**rule_options, processes=names) if stop_rules is None else stop_rules
+        rules = default_stop_rules(**rule_options, processes=named, **options) if stop_rules is None else stop_rules
         lockstep = Lockstep(objective, lr, processes, stop_rules=rules).start(theta0, warm)
     result = TrackResult(lockstep=lockstep)
     limit = StepLimit(steps)

@@ -81,6 +81,9 @@ class Predicted(Process):
     """
 
     name = "predicted"
+    retires = True
+    bounded_losses = ("loss",)
+    bounded_sharpness = ("sharpness",)
     needs = ("theta", "here", "next")
     generalized = False
 
