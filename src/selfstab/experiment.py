@@ -374,6 +374,7 @@ def execute(run: RunDir, *, train_only: bool | None = None, problem: Problem | N
     ``problem``: the training problem :func:`prepare` built (a fresh run); else it is built here.
     The summary's ``status`` says "running" meanwhile, then "finished", "stopped: …" or "failed: …".
     """
+    check_cli_can_continue(run.path, run.summary, "resume" if train_only is None else "track")
     cfg = as_config(run.config)
     if train_only is None:
         train_only = bool(run.summary.get("train_only"))
@@ -428,6 +429,28 @@ def _note_world_size(run: RunDir, latest: tuple[int, dict] | None) -> None:
         run.write_summary(values)
 
 
+def check_cli_can_continue(source: str | os.PathLike, summary: dict, command: str) -> None:
+    """A one-line refusal when the command line cannot continue the run in ``source`` (its ``summary``).
+
+    A run saved from Python (``result.save``) holds a user's model that only its ``config.toml`` could
+    describe: ``resume`` never continues one (no command-line run to continue: it would train the default
+    model from scratch over the saved records); ``track`` does only for a run saved with its config and the
+    edge checkpoint (``EdgeResult.save(path, config=cfg)``).  Nothing is changed by the refusal.
+    """
+    if summary.get("source") != "python":
+        return
+    latest = read_latest_checkpoint(source)
+    edge = latest is not None and latest["state"].get("phase") == "edge"
+    if command == "track" and summary.get("rebuildable") and edge:
+        return
+    why = ("it holds no config that rebuilds its model (only lr and out)" if not summary.get("rebuildable")
+           else "it holds no edge checkpoint to track from" if command == "track" and not edge
+           else "it was not run by the command line, so there is nothing to resume")
+    raise ConfigError(f"{command}: {source} was saved from Python and {why}; nothing was changed. Continue in "
+                      f"Python: rebuild your objective, then selfstab.track(objective, theta0, lr) (or "
+                      f"gd_to_edge) and result.save(a new path)")
+
+
 def check_track_world_size(source: str | os.PathLike, command: str = "track") -> None:
     """A one-line error when the run in ``source`` was trained (last checkpointed) with another world size
     than this launch's: train and track must reduce in the same order (``selfstab resume`` allows it)."""
@@ -469,6 +492,7 @@ def track_into(source: str | os.PathLike, cfg: RunConfig, *, overwrite: bool = F
     The new folder gets ``cfg`` as its config, ``source``'s ``train`` records up to the edge, its
     training summary and the edge checkpoint; then it is tracked.  ``source`` is only read.
     """
+    check_cli_can_continue(source, load_run(source).summary, "track")
     latest = read_latest_checkpoint(source)
     state = None if latest is None else latest["state"]
     check_track_world_size(source)

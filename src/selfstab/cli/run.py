@@ -138,10 +138,11 @@ def _new_run(args, train_only: bool) -> int:
 
 def _track_into(args) -> int:
     """``selfstab track RUN --out NEW``: RUN's training, tracked with other settings in NEW."""
-    from ..experiment import track_into
+    from ..experiment import check_cli_can_continue, track_into
     from ..records import load_run
 
     source = load_run(args.run)
+    check_cli_can_continue(args.run, source.summary, "track")
     old = from_dict(RunConfig, source.config)
     cfg = load_config(RunConfig, source.config, [*args.overrides, "--out", str(args.out)])
     changed = [k for k in diff_configs(old, cfg) if not keys.accepts(k, TRACK_KEYS + ("out",))]
@@ -156,12 +157,13 @@ def _track_into(args) -> int:
 
 
 def _track(args) -> int:
-    from ..experiment import check_track_world_size, execute
+    from ..experiment import check_cli_can_continue, check_track_world_size, execute
     from ..records import RunDir
 
     if args.out is not None:
         return _track_into(args)
     run = RunDir.open(args.run, fix="track it into a new folder with --out NEW")
+    check_cli_can_continue(run.path, run.summary, "track")
     old = from_dict(RunConfig, run.config)
     cfg = load_config(RunConfig, run.config, args.overrides)
     changed = [k for k in diff_configs(old, cfg) if not keys.accepts(k, TRACK_KEYS)]
@@ -182,10 +184,11 @@ def _track(args) -> int:
 
 
 def _resume(args) -> int:
-    from ..experiment import execute
+    from ..experiment import check_cli_can_continue, execute
     from ..records import RunDir
 
     run = RunDir.open(args.run)
+    check_cli_can_continue(run.path, run.summary, "resume")
     if args.overrides:
         old = from_dict(RunConfig, run.config)
         new = load_config(RunConfig, run.config, args.overrides)

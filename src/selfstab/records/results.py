@@ -20,6 +20,10 @@ from ..tomlio import to_dict
 from .rundir import RunDir
 
 
+PYTHON_HEADER = ("saved from Python (selfstab save) without a config: only lr and out are known; the model and "
+                 "data are the user's own, which the command line cannot rebuild")
+
+
 def _config(config: Any, lr: float, path: str | os.PathLike) -> dict:
     if config is None:
         data: dict = {}
@@ -48,8 +52,16 @@ def save_results(path: str | os.PathLike, *, edge: Any = None, track: Any = None
         lr = edge.lr if edge is not None else getattr(getattr(track, "lockstep", None), "lr", None)
     if lr is None:
         raise ConfigError("save: the learning rate is unknown; pass lr=")
-    run = RunDir.create(path, _config(config, lr, path), overwrite=overwrite)
-    summary: dict[str, Any] = {"lr": float(lr), "source": "python"}
+    try:
+        run = RunDir.create(path, _config(config, lr, path), overwrite=overwrite)
+    except ConfigError as err:   # the same check as the command line's, in the Python API's words
+        if "already holds a run" not in str(err):
+            raise
+        raise ConfigError(f"save: {path} already holds a run; pass overwrite=True or choose another path") from None
+    if config is None:
+        run.update_config(_config(None, lr, path), header=PYTHON_HEADER)
+    # the command line continues a run only from a config that rebuilds its model (summary "rebuildable")
+    summary: dict[str, Any] = {"lr": float(lr), "source": "python", "rebuildable": config is not None}
     if edge is not None:
         rec = run.recorder("train")
         for r in edge.records:

@@ -241,10 +241,11 @@ class RunDir:
         check_writable(path / CHECKPOINTS, self.fix)
         return self
 
-    def update_config(self, config: Any, *, notes: list[str] = ()) -> None:
+    def update_config(self, config: Any, *, notes: list[str] = (), header: str | None = None) -> None:
         """Rewrite ``config.toml`` (atomically), e.g. when ``selfstab track`` sets the tracking options;
-        ``notes`` are comment lines under the header (e.g. the history of extensions)."""
-        header = "\n".join(["selfstab run config, resolved: every field, defaults included.", *notes])
+        ``notes`` are comment lines under the header (e.g. the history of extensions); ``header`` replaces
+        the usual first line (a run saved from Python says what its config does not hold)."""
+        header = "\n".join([header or "selfstab run config, resolved: every field, defaults included.", *notes])
         text = dumps_toml(to_dict(config), header=header)
         self._write_text(CONFIG, text)
         self.config = tomllib.loads(text)
