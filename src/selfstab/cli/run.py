@@ -115,6 +115,8 @@ def _report(run) -> None:
         print(f"tracked {s['tracked_steps']} steps from the edge{seconds}; stopped: {s['stop_reason']}", file=out)
     elif s.get("stop_reason"):
         print(f"stopped: {s['stop_reason']}", file=out)
+    for part in s.get("theory", ()):   # which theory held over which tracked steps
+        print(f"  steps {part['from']}–{part['to']}: {part['what']}", file=out)
     print(f"run directory: {run.path}  (selfstab.load_run('{run.path}'))", file=out)
 
 
