@@ -1,6 +1,6 @@
 """The central flow's cost per GD step, side by side with the authors' scheme, on the default job at η = 0.4.
 
-The run of the README's "Several unstable eigenvalues" section: the default
+The run of docs/results.md's "Several unstable eigenvalues" section: the default
 job (MLP width 64 on all 1,797 digits, ``mse``) from its edge θ₀ at η = 0.4,
 where two and then three eigenvalues are at the edge.  The central flow is
 integrated from θ₀ with selfstab's defaults up to each window's start

@@ -2,7 +2,10 @@
 
 (a) nothing under ``src/`` names the internal notes SPEC.md / FINDINGS.md;
 (b) every ``docs/theory.md §n`` cited under ``src/`` is a section that exists;
-(c) docs/theory.md has its sections §1 … §11, in order.
+(c) docs/theory.md has its sections §1 … §11, in order;
+(d) the README is a user's guide that links docs/results.md (the measured results), and every
+    relative link or image in README.md, docs/*.md and benchmarks/RESULTS.md names a file that exists
+    and, with ``#anchor``, a heading that exists there.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 THEORY = ROOT / "docs" / "theory.md"
+RESULTS = ROOT / "docs" / "results.md"
+README = ROOT / "README.md"
+README_MAX_LINES = 350
 SECTIONS = 11
 
 INTERNAL = re.compile(r"\b(?:SPEC|FINDINGS)(?:\.md)?\b")
@@ -97,3 +103,65 @@ def test_each_section_has_content(section):
     nxt = text.find("\n## ", start + 1)
     body = text[start:nxt if nxt >= 0 else len(text)]
     assert len(body.splitlines()) > 5, f"{section} of docs/theory.md is (nearly) empty"
+
+
+# ----------------------------------------------------------------------------- links between the documents
+
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+FENCE = re.compile(r"^```.*?^```", re.M | re.S)
+
+
+def documents() -> list[Path]:
+    return [README, *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "RESULTS.md"]
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    text = FENCE.sub("", path.read_text(encoding="utf-8"))
+    return {slug(h) for h in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
+def links(path: Path) -> list[str]:
+    """Relative link targets outside code blocks (URLs and mail addresses left out)."""
+    text = FENCE.sub("", path.read_text(encoding="utf-8"))
+    return [t for t in LINK.findall(text) if not re.match(r"[a-z]+:", t)]
+
+
+def test_slug_matches_github():
+    assert slug("Several unstable eigenvalues") == "several-unstable-eigenvalues"
+    assert slug("The theory, executable") == "the-theory-executable"
+    assert slug("At a larger η: several eigenvalues") == "at-a-larger-η-several-eigenvalues"
+
+
+def test_results_page_exists_and_the_readme_links_it():
+    assert RESULTS.is_file(), "docs/results.md holds the measured results the README points to"
+    assert "docs/results.md" in links(README)
+
+
+def test_readme_is_a_guide_not_a_results_page():
+    n = len(README.read_text(encoding="utf-8").splitlines())
+    assert n <= README_MAX_LINES, (f"README.md has {n} lines: measured results and tables go to docs/results.md, "
+                                   "benchmark tables to benchmarks/RESULTS.md")
+
+
+@pytest.mark.parametrize("doc", documents(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_resolve(doc):
+    assert doc.is_file()
+    broken = []
+    for target in links(doc):
+        path, _, anchor = target.partition("#")
+        dest = (doc.parent / path).resolve() if path else doc
+        if not dest.exists():
+            broken.append(f"{target}: no file {dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest}")
+        elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
+            broken.append(f"{target}: no heading with anchor #{anchor} in {dest.relative_to(ROOT)}")
+    assert not broken, f"{doc.relative_to(ROOT)}: broken links:\n" + "\n".join(broken)
+
+
+def test_link_checker_sees_links():
+    assert len(links(README)) >= 5 and len(links(RESULTS)) >= 5, "too few links found: is the pattern broken?"

@@ -1,6 +1,6 @@
 """The central flow and θ†_k on the default job past λ₂ = 2/η (``slow``: about an hour and a quarter on one core).
 
-The README's "Several unstable eigenvalues" table comes from :func:`central_numbers` on the runs
+The "Several unstable eigenvalues" table of docs/results.md comes from :func:`central_numbers` on the runs
 
     selfstab run --lr 0.4 --out runs/eta0.4 --track.steps 750 \\
         --track.processes gd,constrained,predicted,flow,central,kconstrained,diagnostics --quiet
@@ -24,7 +24,7 @@ ALL = "gd,constrained,predicted,flow,central,kconstrained,diagnostics"
 
 
 def central_numbers(run, start: int = 150, end: int | None = None) -> dict:
-    """The measured numbers of the README's table, from a run's records (steps ``start``–``end``, default
+    """The measured numbers of docs/results.md's table, from a run's records (steps ``start``–``end``, default
     the last); the θ†_k and Theorem 1 entries only when the run tracked them."""
     f = run.records
     gd, c, fl = f["gd"], f["central"], f["flow"]
@@ -77,7 +77,7 @@ def test_central_flow_at_eta_0_4_past_lambda2(tmp_path):
     assert n["dist_cf_end"] <= 0.25 * n["dist_flow_end"], n
     assert n["max_sdcp_residual"] <= 1e-8, n
     assert n["x_rank_first_step"].get(2) is not None, n                            # two directions oscillate
-    assert np.isfinite(n["dist_k_end"])   # θ†_k is reported, whatever it does (README)
+    assert np.isfinite(n["dist_k_end"])   # θ†_k is reported, whatever it does (docs/results.md)
 
 
 @pytest.mark.slow

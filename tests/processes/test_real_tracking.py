@@ -3,7 +3,7 @@
 The CI tests use a small MLP on 500 digits (the first blow-up and its self-stabilization happen
 within ~180 tracked steps, then λ₂ reaches 1.9/η and tracking stops, as it should).  The ``slow``
 tests run the default job (MLP width 64 on 1,500 digits) and a CNN at two learning rates each over
-several cycles; their results are in the README (``python -m pytest -m slow``).
+several cycles; their results are in docs/results.md, "Tracking results" (``python -m pytest -m slow``).
 """
 
 import warnings
