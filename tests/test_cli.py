@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import h5py
 import pandas as pd
@@ -13,6 +12,7 @@ import pytest
 from selfstab import load_run
 from selfstab.cli.main import main
 from selfstab.records import RunDir
+from selfstab.records.rundir import read_latest_checkpoint
 
 # A tiny problem that reaches the edge in a few steps and tracks at ~0.3 s a step.
 TINY = ["--data.name", "synthetic", "--data.n", "64", "--data.n_test", "32", "--model.width", "8", "--lr", "0.5", "--quiet",
@@ -48,24 +48,40 @@ def test_run_writes_records_summary_and_figures(tmp_path, capsys):
     assert (out / "config.toml").read_text().count("=") > 30   # every default written out
 
 
+# `selfstab ARGS` that kills itself with SIGKILL once tracking has recorded `at` steps: at a step between two
+# checkpoints, right after a flush of the records (what the flush_seconds budget does in a long run), so the
+# records on disk run past the last checkpoint.  A known step, not a moment: the test does not depend on how
+# fast this machine tracks.
+KILL_AT_STEP = """
+import os, signal, sys
+from selfstab.cli.main import main
+from selfstab.records import RunDir
+
+at, real = int(sys.argv[1]), RunDir.tick
+
+def tick(self):
+    if "gd" in self.recorders and len(self.recorders["gd"]) == at:
+        self.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self)
+
+RunDir.tick = tick
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     steps = ["--track.steps", "20"]
     ref = tmp_path / "ref"
     assert main(["run", "--out", str(ref), *steps, *TINY]) == 0
     killed = tmp_path / "killed"
-    proc = _selfstab("run", "--out", str(killed), *steps, *TINY)
-    deadline = time.time() + 120
-    while time.time() < deadline:   # wait until tracking has checkpointed at least once, then kill -9
-        ckpts = list((killed / "checkpoints").glob("*.pt")) if (killed / "checkpoints").exists() else []
-        if len(ckpts) >= 2:
-            break
-        time.sleep(0.05)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", KILL_AT_STEP, "10", "run", "--out", str(killed), *steps, *TINY],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     partial = load_run(killed)                 # readable after SIGKILL
-    assert len(partial.records.get("gd", [])) < 20
+    assert len(partial.records["gd"]) == 10    # the rows flushed past the last checkpoint (step 8, every 4)
+    assert read_latest_checkpoint(killed)["state"]["lockstep"]["t"] == 8
     assert main(["resume", str(killed)]) == 0
     _records_equal(load_run(killed), load_run(ref))
 

@@ -19,7 +19,8 @@ from selfstab.records.rundir import read_latest_checkpoint
 from selfstab.train import gd_to_edge
 
 DATA = {"name": "synthetic", "n": 64, "n_test": 32}
-# lr 0.3 reaches the edge at step 98 of training: long enough to interrupt
+# lr 0.3 reaches the edge near step 98 of training (float32, the default train.dtype): long enough to interrupt
+# at step 70.  The step itself is compared with a float64 reference run in the same test, not written down.
 TRAIN = {"lr": 0.3, "quiet": True, "data": DATA, "model": {"width": 8}, "train": {"checkpoint_every": 20}}
 TRAIN_ARGS = ["--lr", "0.3", "--quiet", "--data.name", "synthetic", "--data.n", "64", "--data.n_test", "32",
               "--model.width", "8", "--train.checkpoint_every", "20"]
@@ -55,7 +56,11 @@ def test_gd_to_edge_resumed_from_any_checkpoint_is_the_uninterrupted_search():
     ref_records, states = [], []
     ref = gd_to_edge(build_problem(cfg).objective, 0.3, on_record=ref_records.append, checkpoint_every=20,
                      on_checkpoint=lambda t, s: states.append((t, s)))
-    assert ref.reached and ref.step == 98
+    # the onset step against a float64 run of the same search: near the edge S grows ≈ 0.03 a step and the
+    # crossing of 2/η lies ≈ 0.013 past it, while float32 rounding moves S by ~1e-6, so a CPU's rounding
+    # cannot move the step by more than one
+    exact = gd_to_edge(build_problem(cfg, dtype="float64").objective, 0.3)
+    assert ref.reached and exact.reached and abs(ref.step - exact.step) <= 1 and ref.step > 70
     assert [t for t, _ in states] and all(b - a >= 20 for (a, _), (b, _) in zip(states, states[1:]))
     for t, state in (states[0], states[-1]):
         obj = build_problem(cfg).objective
@@ -94,7 +99,7 @@ def test_ctrl_c_in_training_says_where_and_resume_continues_it_bit_for_bit(tmp_p
     _same_records(reference.path, run)
     assert torch.equal(_edge_state(run)["theta0"], _edge_state(reference.path)["theta0"])
     s, r = load_run(run).summary, reference.summary
-    assert s["status"] == "finished" and s["onset_step"] == r["onset_step"] == 98
+    assert s["status"] == "finished" and s["onset_step"] == r["onset_step"] > 70   # the reference of the same run
     assert (s["train_grads"], s["train_hvps"]) == (r["train_grads"], r["train_hvps"])
 
 

@@ -50,6 +50,7 @@ def _probe(args, missing=()):
     (["report", "--help"], HEAVY),
     (["export", "--help"], HEAVY),
     (["theory", "--help"], HEAVY),
+    (["doctor", "--help"], HEAVY),
     (["models"], ("scipy", "matplotlib")),     # counting parameters needs torch, nothing more
 ])
 def test_startup_imports_nothing_heavy(args, forbidden):

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +13,7 @@ import torch
 
 from selfstab.processes import PROCESSES, default_processes, register_process, track
 from selfstab.records import load_run
+from selfstab.records.rundir import read_latest_checkpoint
 from selfstab.theory import toy_objective
 
 HERE = Path(__file__).resolve().parent
@@ -32,7 +32,17 @@ CHILD = textwrap.dedent("""
     from selfstab.processes import register_process
     from selfstab import experiment
     register_process(HeavyBall)
-    if sys.argv[1] == "run":
+    if sys.argv[1] == "run-killed":   # kill -9 at a known step: after the flush of step 8's rows (checkpoint: 6)
+        import os, signal
+        from selfstab.records import RunDir
+        real = RunDir.tick
+        def tick(self):
+            if "gd" in self.recorders and len(self.recorders["gd"]) == 8:
+                self.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(self)
+        RunDir.tick = tick
+    if sys.argv[1].startswith("run"):
         config = {config!r}
         config["out"] = sys.argv[2]
         experiment.run(config, figures=False)
@@ -88,20 +98,16 @@ def test_registered_process_is_chosen_by_name_and_validated():
 def test_sigkill_and_resume_give_bit_identical_records(tmp_path):
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     _finish(_child("run", ref))
-    proc = _child("run", killed)
-    deadline = time.time() + 180
+    proc = _child("run-killed", killed)
     try:
-        while time.time() < deadline:   # kill -9 once tracking has checkpointed at least twice
-            ckpts = sorted((killed / "checkpoints").glob("*.pt")) if (killed / "checkpoints").exists() else []
-            if len(ckpts) >= 2 and (killed / "records.h5").exists() and "heavy_ball" in load_run(killed).records:
-                break
-            time.sleep(0.05)
-    finally:
+        proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
+        raise
     assert proc.returncode == -signal.SIGKILL
     partial = load_run(killed)
-    assert len(partial.records["heavy_ball"]) < CONFIG["track"]["steps"]
+    assert len(partial.records["heavy_ball"]) == 8 and read_latest_checkpoint(killed)["state"]["lockstep"]["t"] == 6
     _finish(_child("resume", killed))
     a, b = load_run(ref).records, load_run(killed).records
     assert set(a) == set(b) and len(a["heavy_ball"]) == CONFIG["track"]["steps"]

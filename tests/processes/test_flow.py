@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy.integrate import solve_ivp
 
 from selfstab import Objective
 from selfstab.errors import ConfigError
@@ -28,6 +29,15 @@ def _quadratic(d=12, top=11.0, seed=0):
     return obj, theta0, exact
 
 
+def _forced_boundary_cost(obj, exact, method, t):
+    """Gradients that ``solve_ivp`` spends from the exact ``θ(η t)`` to ``η(t+1)`` (a boundary at every sample)."""
+    def rhs(_tau, y):
+        return -obj.grad(torch.from_numpy(y)).numpy()
+    res = solve_ivp(rhs, (LR * t, LR * (t + 1)), exact(LR * t).numpy(), method=method, rtol=1e-8, atol=1e-10)
+    assert res.success
+    return res.nfev
+
+
 @pytest.mark.parametrize("method", ["RK23", "RK45"])
 def test_flow_samples_match_the_closed_form_at_eta_t(method):
     obj, theta0, exact = _quadratic()
@@ -40,9 +50,17 @@ def test_flow_samples_match_the_closed_form_at_eta_t(method):
     travelled = float((exact(LR * 150) - theta0).norm())
     assert max(errors) < 1e-6 * travelled
     # the solver runs at its own pace: the counts add up to what it spent, and samples falling inside a
-    # step already taken cost nothing (a boundary forced at every η t would cost ≥ 4–12 evaluations each)
+    # step already taken cost nothing
     assert sum(nfev) == obj.counts["grad"]
-    assert min(nfev) == 0 and np.mean(nfev[50:]) < {"RK23": 3.5, "RK45": 5.5}[method]
+    assert min(nfev) == 0
+    # ... which is the point of sampling the dense output: it costs less than half of what forcing a step
+    # boundary at every η t costs (solve_ivp over [η t, η(t+1)] from the same points at the same
+    # tolerances, measured here in the same run: ~12 (RK23) and ~14 (RK45) against ~3.5 and ~4.6).  Not
+    # a fixed number: the stiff quadratic holds the step at the stability limit (h·S ≈ 2.5 for RK23,
+    # ≈ 3.3 for RK45), where the share of rejected steps, and so the mean, moves with the CPU's
+    # rounding (RK23: under the old fixed bound of 3.5 on CI's AMD EPYC, 3.51 on an Intel Xeon).
+    forced = [_forced_boundary_cost(obj, exact, method, t) for t in range(50, 150)]
+    assert np.mean(nfev[50:]) < 0.5 * np.mean(forced)
 
 
 def test_flow_reuses_the_known_gradient_for_its_first_evaluation():

@@ -87,8 +87,12 @@ def test_projection_with_the_turning_term_converges_where_a_fixed_u_step_crawls(
             tr.seed(V[:1])
             out[turning] = k_project(obj, theta, lr, tr, turning=turning, max_steps=30, tol=tol)
     assert out["off"].geometry.k >= 2 and not out["off"].converged and out["off"].residual_grad > 10 * tol
-    assert out["on"].converged and out["on"].steps <= 6
-    assert out["auto"].converged and out["auto"].steps <= 8
+    # with the turning term the steps converge quadratically once near M_k: a few (5 with "on", 6 with "auto"
+    # here; the old bounds 6 and 8 were those counts plus one or two).  At most 10, a third of the 30 in which
+    # the fixed-u iteration does not converge, leaves room for the extra step that rounding gives a residual at
+    # the tolerance and for "on" starting along another path of the non-convex set on another CPU
+    assert out["on"].converged and out["on"].steps <= 10
+    assert out["auto"].converged and out["auto"].steps <= 10
     crawl, auto = out["off"].geometry.theta, out["auto"].geometry.theta
     assert float((crawl - auto).norm()) <= 1e-3 * float((auto - theta).norm())   # "on" lands 0.3 away
     for p in (out["on"], out["auto"]):           # the dense check of each projected point

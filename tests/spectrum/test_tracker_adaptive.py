@@ -44,7 +44,13 @@ def _track(tracker, wobble, steps=40):
 def test_depth_stays_at_the_minimum_on_a_smooth_path():
     tr = EigenTracker(1, tol=1e-7, history=4, min_history=2)
     hvps = _track(tr, wobble=0.0)
-    assert tr.depth == 2 and sum(hvps[10:]) / 30 <= 3.0
+    assert tr.depth == 2
+    # a warm solve that needs no iteration costs 2 HVPs (its warm block of depth 2), and each LOBPCG iteration
+    # 1 more; at most two are needed (the O(Δ²) ≈ 4e-6 extrapolation error shrinks ≈ 0.13× an iteration at
+    # λ₂/λ₁ = 0.78 over this spectrum, so two reach tol = 1e-7).  Measured: 2 or 3 each, mean 2.7; the old
+    # bound on the mean, 3.0, left a solve whose residual sits at the tolerance no room for the one more
+    # iteration that another CPU's rounding can give it
+    assert sum(hvps[10:]) / 30 <= 4.0 and max(hvps[10:]) <= 4
 
 
 def test_depth_grows_under_a_strong_wobble_and_pays_for_itself():

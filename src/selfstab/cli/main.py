@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("catalog", "list the models with their options and parameter counts"),
     "datasets": ("catalog", "list the datasets with sizes and where their files go"),
     "theory": ("theory", "figures of the theory: four stages, ODE orbits, scale invariance"),
+    "doctor": ("doctor", "print the versions in use (Python, torch, numpy, scipy, cvxpy, h5py, the BLAS…) for a bug report"),
 }
 
 # import name → pip name, where they differ
