@@ -11,6 +11,10 @@ Numpy values and ``bytes`` are stored as uint8 tensors of their raw bytes
 ``torch.load(weights_only=True)``, which runs no arbitrary code.  Anything else is refused *when saving*, with the key
 path in the message, so a checkpoint that was written can always be read.
 
+A checkpoint also carries a byte copy of ``records.h5`` as it was when the
+checkpoint was taken (``records_file``; absent from checkpoints written before
+it was added), so that damaged records can be rebuilt up to it (:mod:`.repair`).
+
 Files are ``checkpoints/ckpt-<seq>-step<step>.pt``.  ``seq`` counts every
 checkpoint of the run and orders them; ``step`` is informational, since the
 training phase and the tracking phase each count steps from 0.
@@ -108,9 +112,10 @@ def decode_state(obj: Any) -> Any:
 
 
 def save_checkpoint_file(path: Path, seq: int, step: int, state: dict, rows: dict[str, int], *,
-                         world_size: int = 1) -> None:
+                         world_size: int = 1, records_file: bytes | None = None) -> None:
     """Atomically write a checkpoint; ``rows`` is each recorder's length when it was taken, ``world_size``
-    the number of data-parallel ranks whose reductions made ``state`` (files without it read as 1)."""
+    the number of data-parallel ranks whose reductions made ``state`` (files without it read as 1),
+    ``records_file`` the bytes of ``records.h5`` holding exactly those rows (None: not carried)."""
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -120,6 +125,8 @@ def save_checkpoint_file(path: Path, seq: int, step: int, state: dict, rows: dic
         "world_size": int(world_size),
         "state": encode_state(state),
     }
+    if records_file is not None:
+        payload["records_file"] = torch.frombuffer(bytearray(records_file), dtype=torch.uint8)
     atomic_write(path, lambda f: torch.save(payload, f))
 
 
@@ -129,4 +136,6 @@ def load_checkpoint_file(path: Path, map_location: Any = "cpu") -> dict:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a selfstab checkpoint")
     payload["state"] = decode_state(payload["state"])
+    if "records_file" in payload:
+        payload["records_file"] = payload["records_file"].numpy().tobytes()
     return payload

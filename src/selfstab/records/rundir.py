@@ -40,6 +40,18 @@ only reads.  :meth:`RunDir.rewind_to_checkpoint` waits at a barrier before
 reading, so every rank reads the checkpoint rank 0 wrote.  Checkpoints record
 the world size that wrote them (:attr:`RunDir.checkpoint_world_size`).
 
+Creating: :meth:`RunDir.create` takes the folder's creation lock first
+(:mod:`.lock`), so of two runs started at once into one folder one runs and the
+other is told which process (pid, host) is creating it; the lock is released
+once the summary carries the run's status, which from then on tells who writes
+the run (``resume`` and ``--overwrite`` refuse a run whose writer is alive).
+
+Damage: every dataset of ``records.h5`` carries checksums; a damaged file is a
+one-line "unreadable" error for every reader, and ``resume`` rebuilds it from
+the copy its last checkpoint carries, or says plainly what is lost; a resume
+with no checkpoint left starts over from step 0 and says so, with the old
+records kept aside (:mod:`.repair`).
+
 Unwritable places (a read-only file system, no permission, a full disk) end
 in a one-line :class:`~selfstab.errors.NotWritableError` naming the path and
 the fix, never a raw ``OSError`` (:mod:`.writable`; its :func:`writable_folder` does the same for
@@ -57,6 +69,7 @@ import socket
 import time
 import tomllib
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -69,7 +82,8 @@ from .. import distributed
 from ..tomlio import dumps_toml, to_dict
 from ..errors import ConfigError
 from . import checkpoint as ckpt
-from .io import _pid_alive, atomic_write_text, clean_temp_files, read_records, write_records
+from . import lock, repair
+from .io import UnreadableRecords, _pid_alive, atomic_write_text, clean_temp_files, read_records, write_records
 from .recorder import Recorder, check_name, to_frame
 from .writable import check_writable, writing
 
@@ -87,6 +101,11 @@ def _main_writes(method):
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _copy_it(path: Path) -> str:
+    """The way on when a run folder cannot be written."""
+    return f"copy the run somewhere writable (cp -r {path} DIR) and continue it there"
 
 
 def _not_a_run(path: Path) -> ConfigError:
@@ -110,8 +129,45 @@ def _read_tables(path: Path) -> dict:
         return {}
     try:
         return read_records(path / RECORDS)
-    except (OSError, KeyError, ValueError) as exc:
-        raise ConfigError(f"run: {path / RECORDS} is unreadable ({exc})") from None
+    except UnreadableRecords as exc:
+        raise repair.unreadable(path / RECORDS, exc) from None
+
+
+def _prepare_folder(path: Path, overwrite: bool, fix: str) -> None:
+    """:meth:`RunDir.create`'s checks of an existing folder, and the erase of a run ``overwrite`` replaces;
+    under the creation lock."""
+    if not any(entry.name != lock.LOCK for entry in path.iterdir()):
+        return
+    if not (path / CONFIG).is_file():
+        raise ConfigError(f"run: {path} exists and is not a selfstab run directory; refusing to write into it")
+    try:
+        summary, config = _read_summary(path), _read_config(path)
+    except ConfigError:   # a damaged run: nobody is writing it
+        summary, config = {}, {}
+    if summary.get("status") == "running" and summary.get("pid") != os.getpid() and writer_alive(summary, config):
+        raise ConfigError(f"run: {path} is being written by another process (pid {summary.get('pid')} on "
+                          f"{summary.get('host')}); wait for it or stop it, or choose another --out")
+    if not overwrite:
+        raise ConfigError(f"run: {path} already holds a run; pass --overwrite (overwrite=True in Python) or choose "
+                          f"another --out")
+    # config.toml goes last, so an interrupted erase still leaves something we may erase again.
+    with writing(path, fix):
+        for entry in path.iterdir():
+            if entry.name not in (CONFIG, lock.LOCK):
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        (path / CONFIG).unlink()
+
+
+def _rank_tables(path: Path) -> dict:
+    """A rank ≠ 0's records: the file, or where it is damaged the copy of the checkpoint rank 0 rebuilds it from."""
+    try:
+        return read_records(path / RECORDS) if (path / RECORDS).is_file() else {}
+    except UnreadableRecords as exc:
+        latest = read_latest_checkpoint(path)
+        tables = None if latest is None else repair.carried(latest)
+        if latest is not None and tables is None:
+            raise repair.unreadable(path / RECORDS, exc) from None
+        return tables or {}
 
 
 def _read_summary(path: Path) -> dict:
@@ -152,7 +208,7 @@ class RunDir:
         self._summary = summary
         self._flushed: dict[str, int] | None = None  # recorder versions at the last flush; None: never
         # what to do when this folder cannot be written (in every NotWritableError about it)
-        self.fix = fix or f"copy the run somewhere writable (cp -r {path} DIR) and continue it there"
+        self.fix = fix or _copy_it(path)
         self.flush_seconds: float | None = None   # tick() flushes at least this often; None: only on flush()
         self._last_flush = time.monotonic()
         self.made: list[Path] | None = None       # what create() made, for discard(); None: an opened run
@@ -162,6 +218,7 @@ class RunDir:
         self.writes = distributed.is_main()
         # the world size that wrote the checkpoint rewind_to_checkpoint returned (None: none read yet)
         self.checkpoint_world_size: int | None = None
+        self._lock: Path | None = None   # the creation lock create() holds until a status is written
 
     def _writing(self, path: Path | None = None):
         return writing(path or self.path, self.fix)
@@ -180,29 +237,35 @@ class RunDir:
             return cls(path, tomllib.loads(text), {}, {}, fix=fix)
         if path.exists() and not path.is_dir():
             raise ConfigError(f"run: {path} exists and is not a folder")
-        existed = path.exists()
-        if existed and any(path.iterdir()):
-            if not (path / CONFIG).is_file():
-                raise ConfigError(f"run: {path} exists and is not a selfstab run directory; refusing to write into it")
-            if not overwrite:
-                raise ConfigError(f"run: {path} already holds a run; pass --overwrite (overwrite=True in Python) or choose another --out")
-            summary = _read_summary(path)
-            if summary.get("status") == "running" and summary.get("pid") != os.getpid() and \
-                    writer_alive(summary, _read_config(path)):
-                raise ConfigError(f"run: {path} is being written by another process (pid {summary.get('pid')} on "
-                                  f"{summary.get('host')}); stop it before overwriting, or choose another --out")
-            # config.toml goes last, so an interrupted erase still leaves something we may erase again.
-            with writing(path, fix):
-                for entry in path.iterdir():
-                    if entry.name != CONFIG:
-                        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-                (path / CONFIG).unlink()
         with writing(path, fix):
-            (path / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-            atomic_write_text(path / CONFIG, text)
-        self = cls(path, _read_config(path), {}, {}, fix=fix)
-        self.made = [path] if not existed else list(path.iterdir())
+            try:
+                path.mkdir(parents=True)
+                existed = False
+            except FileExistsError:
+                existed = True
+            if not path.is_dir():
+                raise ConfigError(f"run: {path} exists and is not a folder")
+            held = lock.acquire(path, lambda who: writer_alive(who, {}), str(path))
+        try:
+            _prepare_folder(path, overwrite, fix)
+            with writing(path, fix):   # config.toml first: a folder with it is a run, which --overwrite may erase
+                atomic_write_text(path / CONFIG, text)
+                (path / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+            self = cls(path, _read_config(path), {}, {}, fix=fix)
+        except BaseException:
+            lock.release(held)
+            raise
+        self.made = [path] if not existed else [p for p in path.iterdir() if p.name != lock.LOCK]
+        self._lock = held
+        # a run that never writes a status (RunDir used directly) frees its folder when the process ends
+        weakref.finalize(self, lock.release, held)
         return self
+
+    def _release(self) -> None:
+        """Give up the creation lock: the summary now says who writes this run (or it is discarded)."""
+        if self._lock is not None:
+            lock.release(self._lock)
+            self._lock = None
 
     @_main_writes
     def discard(self) -> None:
@@ -214,9 +277,12 @@ class RunDir:
             shutil.rmtree(self.path, ignore_errors=True)
         else:
             for entry in list(self.path.iterdir()):
+                if entry.name == lock.LOCK:
+                    continue
                 shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() and not entry.is_symlink() \
                     else entry.unlink(missing_ok=True)
         self.made = None
+        self._release()
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, fix: str | None = None) -> RunDir:
@@ -225,20 +291,30 @@ class RunDir:
         A run another live process is writing is refused; so is one that cannot be written, with ``fix``
         (default: copy it somewhere writable) in the message."""
         path = Path(path)
+        creating = lock.holder(path)
+        if creating is not None and creating.get("pid") != os.getpid() and writer_alive(creating, {}):
+            raise lock.busy(creating, str(path))
         config = _read_config(path)
         summary = _read_summary(path)
         if not distributed.is_main():   # rank 0 checks and tidies the folder; this rank only reads it
-            return cls(path, config, _read_tables(path), summary, fix=fix)
+            return cls(path, config, _rank_tables(path), summary, fix=fix)
         if summary.get("status") == "running" and summary.get("pid") != os.getpid() and writer_alive(summary, config):
-            raise ConfigError(f"run: {path} is being written by another process (pid {summary.get('pid')} on "
-                              f"{summary.get('host')}); wait for it to finish, or stop it first")
-        self = cls(path, config, _read_tables(path), summary, fix=fix)
-        check_writable(path, self.fix)   # now, not after minutes of work
+            raise ConfigError(f"run: {path} is being written by another process (pid {summary.get('pid')} "
+                              f"on {summary.get('host')}); wait for it to finish, or stop it first")
+        check_writable(path, fix or _copy_it(path))   # now, not after minutes of work
+        rebuilt = None
+        try:
+            tables = read_records(path / RECORDS) if (path / RECORDS).is_file() else {}
+        except UnreadableRecords as exc:   # damaged: rebuilt from the last checkpoint's copy, or a plain refusal
+            tables, rebuilt = repair.rebuild(path / RECORDS, exc, read_latest_checkpoint(path))
+        self = cls(path, config, tables, summary, fix=fix)
         for folder in (path, path / CHECKPOINTS):
             clean_temp_files(folder)
         with self._writing(path / CHECKPOINTS):
             (path / CHECKPOINTS).mkdir(exist_ok=True)
         check_writable(path / CHECKPOINTS, self.fix)
+        if rebuilt is not None:
+            self.write_summary({"records_rebuilt": [*summary.get("records_rebuilt", []), rebuilt]})
         return self
 
     def update_config(self, config: Any, *, notes: list[str] = (), header: str | None = None) -> None:
@@ -345,7 +421,9 @@ class RunDir:
             seq = existing[-1][0] + 1 if existing else 0
             target = folder / ckpt.checkpoint_name(seq, int(step))
             rows = {name: len(rec) for name, rec in self._recorders.items()}
-            ckpt.save_checkpoint_file(target, seq, int(step), state, rows, world_size=distributed.world_size())
+            records = (self.path / RECORDS).read_bytes() if (self.path / RECORDS).is_file() else None
+            ckpt.save_checkpoint_file(target, seq, int(step), state, rows, world_size=distributed.world_size(),
+                                      records_file=records)
             for _, _, old in ckpt.list_checkpoints(folder)[: -max(1, keep)]:
                 old.unlink(missing_ok=True)
         self._beat()
@@ -368,8 +446,10 @@ class RunDir:
         """Cut the records back to the newest readable checkpoint and return it, for a resume.
 
         Each process keeps the rows (and fields) it had when the checkpoint was
-        taken; one that did not exist then is emptied.  With no checkpoint every
-        record is dropped (the run restarts from scratch) and None is returned.
+        taken; one that did not exist then is emptied.  With no checkpoint the
+        run restarts from scratch and None is returned: records already on disk
+        are moved aside and that is said (:mod:`.repair`); so are rows missing
+        below the checkpoint's.
         In a data-parallel run every rank calls it: a barrier first, so that all
         read what rank 0 wrote before.
         """
@@ -378,10 +458,37 @@ class RunDir:
         payload = self._latest(map_location)
         self.checkpoint_world_size = None if payload is None else int(payload.get("world_size", 1))
         rows = {} if payload is None else payload["records"]
+        if payload is None and any(len(rec) for rec in self._recorders.values()):
+            self._start_over()
+        have = {name: len(rec) for name, rec in self._recorders.items()}
+        lost = {name: f"{have.get(name, 0)} of {n}" for name, n in rows.items() if n > have.get(name, 0)}
+        if lost and self.writes:   # records.h5 deleted or moved aside: said, not silently a run with a gap
+            where = ", ".join(f"{k} {v}" for k, v in lost.items())
+            repair.say(f"{self.path / RECORDS} holds fewer rows than the checkpoint of step {payload['step']} "
+                       f"({where} rows): the missing rows are lost; the run goes on from that checkpoint")
+            self.write_summary({"records_lost": [*self._summary.get("records_lost", []),
+                                                 {"time": _now(), "checkpoint_step": payload["step"], "rows": lost}]})
         for name, rec in self._recorders.items():
             rec.truncate(rows.get(name, 0))
         self.flush()
         return None if payload is None else (payload["step"], payload["state"])
+
+    @_main_writes
+    def _start_over(self) -> None:
+        """No checkpoint left but records on disk: set the records and summary aside, say it, start from 0."""
+        old = {}
+        for name in (RECORDS, SUMMARY):
+            if (self.path / name).is_file():
+                with self._writing(self.path):
+                    old[name] = repair.set_aside(self.path / name, "bak").name
+        rows = ", ".join(f"{name} {len(rec)}" for name, rec in self._recorders.items() if len(rec))
+        repair.say(f"{self.path} has no readable checkpoint: the run starts over from step 0 (its records, rows "
+                   f"{rows}, moved to {old.get(RECORDS, '?')})")
+        self._recorders = {}
+        kept = {k: self._summary[k] for k in ("train_only", "extensions", "restarted") if k in self._summary}
+        note = {"time": _now(), "reason": "no readable checkpoint", "old_records": old.get(RECORDS),
+                "old_summary": old.get(SUMMARY)}
+        self.write_summary({**kept, "restarted": [*kept.get("restarted", []), note]}, replace=True)
 
     # ------------------------------------------------------------------ summary
 
@@ -391,6 +498,8 @@ class RunDir:
         summary = new if replace else {**self._summary, **new}
         self._write_text(SUMMARY, json.dumps(summary, indent=2, allow_nan=False) + "\n")
         self._summary = summary
+        if "status" in new:   # the summary now says who writes this run: the creation lock is not needed
+            self._release()
 
     @property
     def summary(self) -> dict:
