@@ -12,7 +12,7 @@ import pytest
 from selfstab import load_run
 from selfstab.cli.main import main
 from selfstab.records import RunDir
-from selfstab.records.rundir import read_latest_checkpoint
+from selfstab.records.reading import read_latest_checkpoint
 
 # A tiny problem that reaches the edge in a few steps and tracks at ~0.3 s a step.
 TINY = ["--data.name", "synthetic", "--data.n", "64", "--data.n_test", "32", "--model.width", "8", "--lr", "0.5", "--quiet",

@@ -23,7 +23,7 @@ import pytest
 
 from selfstab.cli.main import main
 from selfstab.records import load_run
-from selfstab.records.rundir import read_latest_checkpoint
+from selfstab.records.reading import read_latest_checkpoint
 
 ARGS = ["--data.name", "synthetic", "--data.n", "64", "--data.n_test", "32", "--model.width", "8", "--lr", "0.5",
         "--quiet", "--track.diagnostics_every", "5", "--track.checkpoint_every", "4", "--track.stop_lambda2", "50",

@@ -15,7 +15,7 @@ from selfstab.cli.main import main
 from selfstab.config import RunConfig, from_dict
 from selfstab.problem.build import build_problem
 from selfstab.records import RunDir, load_run
-from selfstab.records.rundir import read_latest_checkpoint
+from selfstab.records.reading import read_latest_checkpoint
 from selfstab.train import gd_to_edge
 
 DATA = {"name": "synthetic", "n": 64, "n_test": 32}

@@ -63,7 +63,7 @@ from .processes import Lambda2Flag, Lockstep, default_processes, default_stop_ru
 from .processes.base import SEVERAL_EIGENVALUES, SINGLE_EIGENVALUE, EpsilonFlag
 from .processes.lockstep import RULE_OPTIONS, default_set, lambda2_rule_kind, process_options
 from .records import RunDir, load_run
-from .records.rundir import read_latest_checkpoint
+from .records.reading import read_latest_checkpoint
 from .spectrum import EigenTracker, default_tol
 from .train import gd_run, gd_to_edge
 

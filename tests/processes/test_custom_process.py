@@ -13,7 +13,7 @@ import torch
 
 from selfstab.processes import PROCESSES, default_processes, register_process, track
 from selfstab.records import load_run
-from selfstab.records.rundir import read_latest_checkpoint
+from selfstab.records.reading import read_latest_checkpoint
 from selfstab.theory import toy_objective
 
 HERE = Path(__file__).resolve().parent

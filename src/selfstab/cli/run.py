@@ -226,7 +226,7 @@ def _check_extension(run, old: int, new: int) -> None:
     if new < old:
         raise ConfigError(f"resume: track.steps can only grow (this run tracks {old} steps, asked for {new}); to "
                           f"track fewer steps, read the first {new} rows of its records")
-    from ..records.rundir import read_latest_checkpoint
+    from ..records.reading import read_latest_checkpoint
     latest = read_latest_checkpoint(run.path)
     state = None if latest is None else latest["state"]
     if state is not None and state["phase"] == "track" and state["lockstep"]["stop_reason"]:

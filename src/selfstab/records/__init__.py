@@ -8,7 +8,9 @@ Read a finished or half-finished run in one line, with or without selfstab::
 
 from .io import atomic_write, atomic_write_text
 from .recorder import Recorder
-from .rundir import Run, RunDir, load_run
+from .reading import Run, load_run, read_latest_checkpoint
+from .rundir import RunDir
 from .writable import writable_folder
 
-__all__ = ["Recorder", "Run", "RunDir", "atomic_write", "atomic_write_text", "load_run", "writable_folder"]
+__all__ = ["Recorder", "Run", "RunDir", "atomic_write", "atomic_write_text", "load_run", "read_latest_checkpoint",
+           "writable_folder"]

@@ -6,7 +6,7 @@ looks at or writes anything in ``R``.  The file appears atomically and whole
 exists; where hard links are not supported, ``O_CREAT | O_EXCL``), holding the
 creator's ``pid``, ``host`` and ``heartbeat``: the same keys as a running
 run's ``summary.json``, judged alive by the same rule
-(:func:`~selfstab.records.rundir.writer_alive`: the pid on this host, else a
+(:func:`~selfstab.records.reading.writer_alive`: the pid on this host, else a
 recent heartbeat).  A second creator (or a ``resume``) that finds a live lock
 is refused with the holder's pid and host; a lock whose writer is gone is
 taken over.  The run releases the lock as soon as its ``summary.json`` carries
