@@ -213,7 +213,7 @@ def regime_solve(obj, theta, u, lr: float, s: float) -> dict:
     out["scipy lobpcg"] = {"hvps": n, "converged": not failed, "residual": rel_residual(p, v.to(obj.theta0), lam),
                            "lambda": lam, "seconds": time.perf_counter() - t}
     tr = EigenTracker(1, tol=TOL, history=1, max_iter=100, on_fail="warn")
-    tr._history.append(u.reshape(1, -1).to(obj.theta0))
+    tr.seed(u.reshape(1, -1).to(obj.theta0))
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

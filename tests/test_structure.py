@@ -161,3 +161,12 @@ def test_the_check_sees_an_import_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
 
+
+# ----------------------------------------------------------------------------- the benchmarks
+
+BENCHMARKS = sorted((SRC.parents[1] / "benchmarks").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", BENCHMARKS, ids=lambda p: p.name)
+def test_benchmarks_use_only_public_api(path):
+    assert _foreign_privates(ast.parse(path.read_text())) == []
