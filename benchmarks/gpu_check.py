@@ -78,6 +78,7 @@ NOT_COMPARED = {"eig_residual", "proj_residual_sharpness", "proj_residual_grad",
                 "alpha_nonpositive"}
 PAPER_ETA_FACTOR = 2.1
 WORKER_TIMEOUT_S = 240
+WORKER_ENV = "SELFSTAB_GPU_CHECK_WORKER"
 
 
 def cuda() -> torch.device | None:
@@ -310,12 +311,14 @@ def timing(quick: bool, device: torch.device) -> dict:
 
 # ----------------------------------------------------------------------------- 4. NCCL ranks
 
-def nccl_worker(out: str, n: int, reps: int) -> None:
-    """Inside ``torch.distributed.run``: the paper MLP's data-parallel objective; rank 0 writes the results."""
+def nccl_worker(out: str, n: int, reps: int, backend: str = "nccl") -> None:
+    """Inside ``torch.distributed.run``: the paper MLP's data-parallel objective; rank 0 writes the results.
+
+    ``backend="gloo"`` runs the same on the CPU (to try this part without GPUs: ``--backend gloo``)."""
     from selfstab import distributed
     from selfstab.problem.models import build_model
     from selfstab.problem.objective import Objective
-    rank, world, device = distributed.init(backend="nccl", timeout=WORKER_TIMEOUT_S)
+    rank, world, device = distributed.init(backend=backend, timeout=WORKER_TIMEOUT_S)
     g = torch.Generator().manual_seed(0)
     X = torch.randn(n, 3, 32, 32, generator=g)
     Y = torch.nn.functional.one_hot(torch.randint(0, 10, (n,), generator=g), 10).float()
@@ -345,16 +348,19 @@ def nccl_worker(out: str, n: int, reps: int) -> None:
     distributed.shutdown()
 
 
-def nccl(quick: bool) -> dict:
-    """Part 4: 1 and 2 NCCL ranks under ``torch.distributed.run`` (needs two GPUs)."""
+def nccl(quick: bool, backend: str = "nccl") -> dict:
+    """Part 4: 1 and 2 NCCL ranks under ``torch.distributed.run`` (needs two GPUs; gloo: on the CPU)."""
     n, reps = (256, 2) if quick else (5000, 5)
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for world in (1, 2):
             out = str(Path(tmp) / f"world{world}.pt")
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}",
-                   str(Path(__file__).resolve()), "--nccl-worker", out, "--n", str(n), "--reps", str(reps)]
-            env = {**os.environ, "OMP_NUM_THREADS": "1"}
+                   str(Path(__file__).resolve())]
+            # the worker's settings travel in the environment: torchrun would take options after the script
+            # for abbreviations of its own (--n → --nnodes …)
+            spec = {"out": out, "n": n, "reps": reps, "backend": backend}
+            env = {**os.environ, "OMP_NUM_THREADS": "1", WORKER_ENV: json.dumps(spec)}
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, env=env)
             if proc.returncode or not Path(out).exists():
                 return {"ok": False, "error": f"{world} rank(s) failed (exit {proc.returncode}): "
@@ -362,7 +368,7 @@ def nccl(quick: bool) -> dict:
             runs[world] = torch.load(out)
     one, two = runs[1], runs[2]
     errs = {k: rel_err(one[k], two[k]) for k in ("loss", "grad", "hvp", "d3")}
-    return {"n": n, "errors": errs, "seconds": {w: r["seconds"] for w, r in runs.items()},
+    return {"n": n, "backend": backend, "errors": errs, "seconds": {w: r["seconds"] for w, r in runs.items()},
             "ok": all(e <= RTOL for e in errs.values())}
 
 
@@ -409,7 +415,7 @@ def report(res: dict) -> str:
                          *[[f"tracked step {i} (default processes)", s] for i, s in enumerate(tm["track_steps"])],
                          *[[f"central-flow step {i}", s] for i, s in enumerate(tm["central_steps"])]]), ""]
     nc = res["nccl"]
-    lines += ["## 4. Two NCCL ranks against one", ""]
+    lines += [f"## 4. Two {nc.get('backend', 'NCCL').upper()} ranks against one", ""]
     if "skipped" in nc:
         lines += [f"Skipped: {nc['skipped']}.", ""]
     elif "error" in nc:
@@ -433,13 +439,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     ap.add_argument("--steps", type=int, default=None, help=f"tracked steps to compare (default {TRACK_STEPS}, "
                                                              "6 with --quick)")
-    ap.add_argument("--nccl-worker", metavar="OUT", help=argparse.SUPPRESS)
-    ap.add_argument("--n", type=int, default=5000, help=argparse.SUPPRESS)
-    ap.add_argument("--reps", type=int, default=5, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.nccl_worker:
-        nccl_worker(args.nccl_worker, args.n, args.reps)
+    ap.add_argument("--backend", choices=("nccl", "gloo"), default="nccl",
+                    help="part 4's backend (gloo: 2 CPU ranks against 1, to try that part without GPUs)")
+    if WORKER_ENV in os.environ:
+        nccl_worker(**json.loads(os.environ[WORKER_ENV]))
         return 0
+    args = ap.parse_args(argv)
     t0 = time.perf_counter()
     device = cuda()
     n_gpus = torch.cuda.device_count() if device is not None else 0
@@ -463,8 +468,8 @@ def main(argv=None) -> int:
         res["timing"] = {"skipped": f"{no_cuda}; the paper's shape takes minutes per step on the CPU "
                                     "(bench_track.py), --quick times a tiny shape", "ok": True}
     say("4. NCCL ranks ...")
-    if n_gpus >= 2:
-        res["nccl"] = nccl(args.quick)
+    if n_gpus >= 2 or args.backend == "gloo":
+        res["nccl"] = nccl(args.quick, args.backend)
     else:
         res["nccl"] = {"skipped": f"needs two CUDA devices, found {n_gpus}" + (" (no CUDA)" if not n_gpus else ""),
                        "ok": True}

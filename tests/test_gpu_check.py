@@ -101,3 +101,13 @@ def test_the_quick_check_runs_on_the_cpu_and_says_what_it_skipped(tmp_path):
     assert tm["device"] == "cpu" and len(tm["track_steps"]) == 2 and len(tm["central_steps"]) == 2
     assert all(math.isfinite(s) and s > 0 for s in [*tm["track_steps"], *tm["central_steps"]])
     assert tm["lr"] == pytest.approx(2.1 / tm["sharpness"])
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_agree_with_one(gpu_check):
+    """Part 4's launcher and worker on the CPU (gloo in place of NCCL): 1 and 2 ranks under torchrun."""
+    res = gpu_check.nccl(quick=True, backend="gloo")
+    assert res["ok"], res
+    assert set(res["errors"]) == {"loss", "grad", "hvp", "d3"}
+    assert all(e <= gpu_check.RTOL for e in res["errors"].values())
+    assert all(s > 0 for w in (1, 2) for s in res["seconds"][w].values())
