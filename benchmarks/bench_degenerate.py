@@ -64,7 +64,7 @@ import numpy as np
 
 from bench_hvp import round_robin
 from bench_pairs import per_pair
-from bench_track import THEIR_D3, THEIR_GRADS, THEIR_SOLVES, _track, authors
+from bench_track import THEIR_D3, THEIR_GRADS, THEIR_SOLVES, authors, measure_track
 from common import paper_mlp, say, table
 
 ETA_FACTOR = 2.1      # η = 2.1 / S(θ_init), as table 3's paper-MLP row
@@ -107,7 +107,7 @@ def run(n: int = 5000, steps: int = STEPS, kconstrained: bool = False) -> dict:
     # `gd, central` alone, read off by each process's cost records: one lockstep gives both
     names = ("gd", "central", "kconstrained") if kconstrained else ("gd", "central")
     say(f"  tracking {', '.join(names)} for {steps} steps …")
-    res = _track(obj, obj.theta0, lr, steps, e.vectors[:1], probe_steps=set(range(steps)), processes=list(names))
+    res = measure_track(obj, obj.theta0, lr, steps, e.vectors[:1], probe_steps=set(range(steps)), processes=list(names))
     # every price after the run, together, so that they are measured in the same conditions
     prices = unit_prices(obj, e.vectors[0])
     say(f"  prices at θ_init: 1 grad = {prices['grad_in_hvps']:.2f} HVP, 1 d3 = {prices['d3_in_hvps']:.2f} HVP")

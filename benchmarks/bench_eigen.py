@@ -138,7 +138,7 @@ def run(edge: dict, quick: bool = False, steps: int | None = None) -> dict:
                 for h in (3, 2, 1)}
     trackers[OURS_T] = EigenTracker(1, tol=TRACK_TOL, history=3, on_fail="warn")
     for tr in trackers.values():
-        tr._history.append(warm.clone())
+        tr.seed(warm.clone())
     names = list(trackers)[:3] + [EIGSH, LOB, OURS_T, LOB_T]
     stats = {k: {"hvps": [], "res": [], "err": [], "ms": [], "fail": 0,
                  "tol": TRACK_TOL if k in (OURS_T, LOB_T) else TOL} for k in names}

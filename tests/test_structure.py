@@ -82,3 +82,91 @@ def test_the_check_sees_private_access():
     assert _foreign_privates(ast.parse("class A:\n    def f(self):\n        self.point._loss = 1\n"))
     assert not _foreign_privates(ast.parse("import torch\nclass A:\n    def f(self):\n"
                                            "        return self._x, torch.nn.modules.batchnorm._BatchNorm\n"))
+
+
+# ----------------------------------------------------------------------------- import cycles
+
+def _module_name(path: Path) -> str:
+    parts = ("selfstab", *path.relative_to(SRC).with_suffix("").parts)
+    return ".".join(parts[:-1]) if parts[-1] == "__init__" else ".".join(parts)
+
+
+MODULES = {_module_name(p): p for p in FILES}
+
+
+def _imported_modules(tree: ast.AST, name: str, is_package: bool, modules=MODULES) -> set[str]:
+    """The package's modules that ``name`` imports anywhere in its source: at the top, inside functions and
+    under ``if TYPE_CHECKING`` alike (a lazy or type-only import still ties the two modules together)."""
+    package = name if is_package else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for alias in node.names:   # `from .pkg import sub` imports the submodule, `from .mod import f` the module
+                sub = f"{target}.{alias.name}"
+                found.add(sub if sub in modules else target)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return {m for m in found if m in modules and m != name}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_two_modules_import_each_other():
+    graph = {name: _imported_modules(ast.parse(path.read_text()), name, path.name == "__init__.py")
+             for name, path in MODULES.items()}
+    assert _cycles(graph) == []
+
+
+def test_the_check_sees_an_import_cycle():
+    modules = {"selfstab.a", "selfstab.b", "selfstab.c", "selfstab.p", "selfstab.p.x"}
+    typed = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .b import B\n")
+    assert _imported_modules(typed, "selfstab.a", False, modules) == {"selfstab.b"}
+    lazy = ast.parse("def f():\n    from ..a import g\n    import selfstab.c\n")
+    assert _imported_modules(lazy, "selfstab.p.x", False, modules) == {"selfstab.a", "selfstab.c"}
+    assert _imported_modules(ast.parse("from .p import x"), "selfstab.a", False, modules) == {"selfstab.p.x"}
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
+
+
+# ----------------------------------------------------------------------------- the benchmarks
+
+BENCHMARKS = sorted((SRC.parents[1] / "benchmarks").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", BENCHMARKS, ids=lambda p: p.name)
+def test_benchmarks_use_only_public_api(path):
+    assert _foreign_privates(ast.parse(path.read_text())) == []

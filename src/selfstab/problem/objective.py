@@ -32,7 +32,8 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from .layers import replace_layernorms
 from .losses import check_targets, get_loss, prepare_targets
-from .point import Point, _grad
+from .autodiff import grad_or_zero
+from .point import Point
 
 __all__ = ["Objective", "Point", "as_dtype"]
 
@@ -318,7 +319,7 @@ class Objective:
         for term in self.terms():
             val = term(theta)
             value = value + val.detach()
-            g += _grad(val, theta)
+            g += grad_or_zero(val, theta)
         return self.reduce_value_and_grad(value, g.detach())
 
     def reduce_sum(self, total: Tensor) -> Tensor:

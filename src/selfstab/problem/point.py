@@ -8,14 +8,14 @@ that graph, each ``∇³L(u, v)`` one more backward pass through ``u·∇²L v``
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import Callable, Iterator, Protocol
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from .objective import Objective
+from .autodiff import grad_or_zero
 
 # Rows of one batched backward (``is_grads_batched``) in :meth:`Point.d3_pairs` on the CPU.  There the
 # vmapped backward through an HVP's graph is memory-bound: per pair vector, with eight vectors (36 pairs),
@@ -25,15 +25,27 @@ if TYPE_CHECKING:
 PAIR_ROWS_CPU = 2
 
 
-def _grad(outputs: Tensor, inputs: Tensor, grad_outputs: Tensor | None = None, create_graph: bool = False,
-          retain_graph: bool | None = None) -> Tensor:
-    """``torch.autograd.grad`` with a zero result where the output does not depend on the input."""
-    if not outputs.requires_grad:
-        return torch.zeros_like(inputs)
-    (g,) = torch.autograd.grad(outputs, inputs, grad_outputs=grad_outputs, create_graph=create_graph,
-                               retain_graph=retain_graph, allow_unused=True, materialize_grads=True)
-    return g
+class Differentiable(Protocol):
+    """What a :class:`Point` uses of its objective; :class:`~selfstab.problem.objective.Objective` is one.
 
+    Named here rather than imported, so that ``point.py`` does not import
+    ``objective.py`` (which imports this module to build points).
+    """
+
+    counts: Counter
+    cache_graphs: bool
+
+    @property
+    def dim(self) -> int: ...
+    @property
+    def dtype(self) -> torch.dtype: ...
+    @property
+    def device(self) -> torch.device: ...
+    def terms(self) -> Iterator[Callable[[Tensor], Tensor]]: ...
+    def as_vectors(self, v: Tensor) -> Tensor: ...
+    def loss_and_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]: ...
+    def reduce_sum(self, total: Tensor) -> Tensor: ...
+    def reduce_value_and_grad(self, value: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]: ...
 
 
 @dataclass
@@ -52,7 +64,7 @@ class Point:
     chunk) and each HVP batch recomputes them.
     """
 
-    def __init__(self, objective: Objective, theta: Tensor, *, loss: Tensor | None = None,
+    def __init__(self, objective: Differentiable, theta: Tensor, *, loss: Tensor | None = None,
                  grad: Tensor | None = None):
         if (loss is None) != (grad is None):
             raise ValueError("Point: give both loss and grad, or neither")
@@ -73,7 +85,7 @@ class Point:
         for term in obj.terms():
             leaf = self.theta.detach().requires_grad_(True)
             val = term(leaf)
-            g = _grad(val, leaf, create_graph=True)
+            g = grad_or_zero(val, leaf, create_graph=True)
             if need_value:
                 value = value + val.detach()
                 total += g.detach()
@@ -115,7 +127,7 @@ class Point:
         out = torch.zeros_like(vs)
         for gr in self._graphs_iter():
             for i in range(vs.shape[0]):
-                out[i] += _grad(gr.grad, gr.theta, vs[i], retain_graph=True)
+                out[i] += grad_or_zero(gr.grad, gr.theta, vs[i], retain_graph=True)
         out = obj.reduce_sum(out)
         obj.counts["hvp"] += vs.shape[0]
         return out.reshape(v.shape)
@@ -126,8 +138,8 @@ class Point:
         u, v = obj.as_vectors(u), obj.as_vectors(v)
         out = torch.zeros_like(self.theta)
         for gr in self._graphs_iter():
-            hu = _grad(gr.grad, gr.theta, u, create_graph=True, retain_graph=True)
-            out += _grad(hu, gr.theta, v, retain_graph=True)
+            hu = grad_or_zero(gr.grad, gr.theta, u, create_graph=True, retain_graph=True)
+            out += grad_or_zero(hu, gr.theta, v, retain_graph=True)
         out = obj.reduce_sum(out)
         obj.counts["d3"] += 1
         return out
@@ -138,7 +150,7 @@ class Point:
             return torch.autograd.grad(gr.grad, gr.theta, V, is_grads_batched=True, create_graph=True,
                                        retain_graph=True, allow_unused=True, materialize_grads=True)[0]
         except RuntimeError:  # an op without a batching rule: the same products one by one
-            return torch.stack([_grad(gr.grad, gr.theta, v, create_graph=True, retain_graph=True) for v in V])
+            return torch.stack([grad_or_zero(gr.grad, gr.theta, v, create_graph=True, retain_graph=True) for v in V])
 
     def d3_form(self, U: Tensor, X: Tensor) -> Tensor:
         """``D(X) = Σ_ij X_ij ∇³L(θ)(u_i, u_j) = ∇_θ ⟨X, UᵀH(θ)U⟩`` with ``U`` held fixed (docs/theory.md §10).
@@ -167,7 +179,7 @@ class Point:
         mu = mu[keep].to(U)
         for gr in self._graphs_iter():
             HW = self._hvps_with_graph(gr, W)
-            out += _grad((mu[:, None] * W * HW).sum(), gr.theta, retain_graph=True)
+            out += grad_or_zero((mu[:, None] * W * HW).sum(), gr.theta, retain_graph=True)
         out = obj.reduce_sum(out)
         obj.counts["d3"] += 1
         return out
@@ -193,7 +205,7 @@ class Point:
             row = 0
             for i in range(k):
                 # Hu_i on its own graph (a slice of a batched product would carry the whole batch backwards)
-                hu = _grad(gr.grad, gr.theta, U[i], create_graph=True, retain_graph=True)
+                hu = grad_or_zero(gr.grad, gr.theta, U[i], create_graph=True, retain_graph=True)
                 for s in range(i, k, chunk):
                     rows = U[s:s + chunk]
                     if hu.requires_grad:
@@ -201,7 +213,7 @@ class Point:
                             block = torch.autograd.grad(hu, gr.theta, rows, is_grads_batched=True, retain_graph=True,
                                                         allow_unused=True, materialize_grads=True)[0]
                         except RuntimeError:
-                            block = torch.stack([_grad(hu, gr.theta, v, retain_graph=True) for v in rows])
+                            block = torch.stack([grad_or_zero(hu, gr.theta, v, retain_graph=True) for v in rows])
                         out[row:row + rows.shape[0]] += block
                     row += rows.shape[0]
         out = obj.reduce_sum(out)
@@ -214,9 +226,9 @@ class Point:
         w = obj.as_vectors(w)
         out = torch.zeros_like(self.theta)
         for gr in self._graphs_iter():
-            hw = _grad(gr.grad, gr.theta, w, create_graph=True, retain_graph=True)
-            tww = _grad(hw, gr.theta, w, create_graph=True, retain_graph=True)
-            out += _grad(tww, gr.theta, w, retain_graph=True)
+            hw = grad_or_zero(gr.grad, gr.theta, w, create_graph=True, retain_graph=True)
+            tww = grad_or_zero(hw, gr.theta, w, create_graph=True, retain_graph=True)
+            out += grad_or_zero(tww, gr.theta, w, retain_graph=True)
         out = obj.reduce_sum(out)
         obj.counts["d4"] += 1
         return out

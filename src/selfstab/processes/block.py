@@ -5,8 +5,9 @@ Shared by the central flow (:mod:`~selfstab.processes.central`) and ``θ†_k``
 follows (every eigenvalue above a threshold plus a guard), the critical
 count, pair vectors ``p_ij = ∇³L(u_i, u_j)`` re-expressed in a rotated basis
 of the same subspace, the first-order change of the block along a direction
-``[p_ij·v]``, and a cache that carries pair vectors from one eigen-solve to
-the next.
+``[p_ij·v]``, a cache that carries pair vectors from one eigen-solve to
+the next, and :class:`KGeometry`, the block at one point with the constraints
+of ``θ†_k`` that are active there (:func:`active_set`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..problem.objective import Objective
 from ..problem.point import Point
 from ..spectrum import EigenTracker, Eigenpairs
 from ..spectrum.sdcp import smat, svec_weights
+from .geometry import point_from_state, point_state
 
 BLOCK_GUARD = 2    # unconverged guard vectors below the critical block (benchmarks/bench_block.py)
 
@@ -148,3 +151,51 @@ class PairCache:
         move = (lambda t: None if t is None else t.to(like))
         self.pairs, self.U, self.theta = move(state["pairs"]), move(state["U"]), move(state["theta"])
         self.block, self.age = state["block"], int(state["age"])
+
+
+def active_set(values: Tensor, lr: float, active_rtol: float = 1e-3) -> Tensor:
+    """Boolean (k,): the top eigenvalue, and every one within ``active_rtol`` of ``2/η`` or above."""
+    act = torch.as_tensor(values, dtype=torch.float64) >= (1.0 - active_rtol) * 2.0 / lr
+    if act.numel():
+        act[0] = True
+    return act
+
+
+@dataclass
+class KGeometry:
+    """The critical block at one point: eigenpairs, gradient and (on demand) the pair vectors."""
+
+    point: Point
+    eig: Eigenpairs
+    k: int                      # critical eigenvalues (the top one always counts)
+    _pairs: Tensor | None = None
+
+    @property
+    def theta(self) -> Tensor:
+        return self.point.theta
+
+    @property
+    def U(self) -> Tensor:
+        return self.eig.vectors[: self.k]
+
+    @property
+    def values(self) -> Tensor:
+        return self.eig.values[: self.k]
+
+    @property
+    def pairs(self) -> Tensor:
+        if self._pairs is None:
+            self._pairs = self.point.d3_pairs(self.U)
+        return self._pairs
+
+    def state_dict(self) -> dict:
+        """Everything needed to rebuild this geometry without recomputing it (tensors on the CPU)."""
+        return {**point_state(self.point, self.eig), "k": self.k,
+                "pairs": None if self._pairs is None else self._pairs.cpu()}
+
+    @classmethod
+    def from_state(cls, objective: Objective, state: dict) -> "KGeometry":
+        """The geometry :meth:`state_dict` saved, on ``objective``'s device."""
+        point, eig = point_from_state(objective, state)
+        pairs = state["pairs"]
+        return cls(point, eig, int(state["k"]), None if pairs is None else pairs.to(objective.device))
