@@ -100,13 +100,25 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _figures(run: Run) -> Iterator[tuple[str, str, Any]]:
+def _figures(run: Run, notes: list[str]) -> Iterator[tuple[str, str, Any]]:
     """``(stem, caption, figure)`` of each figure whose records this run has (the registry decides),
-    drawn one at a time."""
+    drawn one at a time; ``notes`` gets one line for each figure left out, saying why."""
     from .figures.registry import render
 
-    for stem, caption, _, fig in render(run):
+    for stem, caption, _, fig in render(run, on_note=notes.append):
         yield stem, caption, fig
+
+
+def _not_drawn_html(notes: list[str]) -> str:
+    """The figures (or runs of a figure) left out and why, after those drawn: the page leads with what applies."""
+    if not notes:
+        return ""
+    items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    return f"\n<h3>Left out</h3>\n<ul class=\"skipped\">{items}</ul>"
+
+
+def _not_drawn_md(notes: list[str]) -> list[str]:
+    return ["### Left out", "", *(f"- {n}" for n in notes), ""] if notes else []
 
 
 def _config_text(run: Run) -> str:
@@ -135,13 +147,14 @@ def _md_note(run: Run) -> list[str]:
     return [] if note is None else [f"> **{note[0].upper() + note[1:]}.**", ""]
 
 
-def _html(run: Run, numbers: dict, images: list[tuple[str, str, bytes]]) -> str:
+def _html(run: Run, numbers: dict, images: list[tuple[str, str, bytes]], notes: list[str]) -> str:
     e = html.escape
     rows = "\n".join(f"<tr><td>{e(label)}</td><td>{e(_fmt(v))}</td></tr>" for label, v in _rows(numbers))
     figs = "\n".join(
         f'<figure id="{e(stem)}"><img alt="{e(caption)}" src="data:image/png;base64,'
         f'{base64.b64encode(data).decode("ascii")}"><figcaption>{e(caption)}</figcaption></figure>'
         for stem, caption, data in images) or "<p>No records to plot.</p>"
+    figs += _not_drawn_html(notes)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>selfstab run {e(Path(run.path).name)}</title>
@@ -164,7 +177,7 @@ were recorded; — : not known.  Numbers that were not recorded are left out.</p
 """
 
 
-def _markdown(run: Run, numbers: dict, images: list[tuple[str, str, str]]) -> str:
+def _markdown(run: Run, numbers: dict, images: list[tuple[str, str, str]], notes: list[str]) -> str:
     lines = [f"# selfstab run `{run.path}`", "", f"{run_title(run)}, η = {_fmt(numbers.get('lr'))}", "",
              *_md_note(run), "## Key numbers", "",
              "Computed from the records; relative errors are |prediction − GD| / |GD| over the tracked steps where "
@@ -173,6 +186,7 @@ def _markdown(run: Run, numbers: dict, images: list[tuple[str, str, str]]) -> st
     lines += [f"| {label} | {_fmt(v)} |" for label, v in _rows(numbers)]
     lines += ["", "## Figures", ""]
     lines += [f"![{caption}]({name})\n\n*{caption}*\n" for _, caption, name in images] or ["No records to plot.", ""]
+    lines += _not_drawn_md(notes)
     lines += ["## Config", "", "```toml", _config_text(run).rstrip("\n"), "```", ""]
     return "\n".join(lines)
 
@@ -234,7 +248,6 @@ def _compare_html(runs: list[Run], numbers: list[dict], diffs, images, notes: li
         f'<figure id="{e(stem)}"><img alt="{e(caption)}" src="data:image/png;base64,'
         f'{base64.b64encode(data).decode("ascii")}"><figcaption>{e(caption)}</figcaption></figure>'
         for stem, caption, data in images) or "<p>None of the combined figures can be drawn from these records.</p>"
-    note_list = "".join(f"<li>{e(n)}</li>" for n in notes)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>selfstab: {e(", ".join(names))}</title>
@@ -252,8 +265,7 @@ def _compare_html(runs: list[Run], numbers: list[dict], diffs, images, notes: li
 {rows}
 </table>
 <h2>Figures</h2>
-{f"<ul>{note_list}</ul>" if notes else ""}
-{figs}
+{figs}{_not_drawn_html(notes)}
 </body></html>
 """
 
@@ -272,9 +284,10 @@ def _compare_markdown(runs: list[Run], numbers: list[dict], diffs, images, notes
               if diffs else ["The runs have the same config (apart from out).", ""])
     lines += ["## Key numbers", "", _COMBINED_NOTE, "", *head]
     lines += [f"| {label} | " + " | ".join(_fmt(v) for v in vals) + " |" for label, vals in _compare_rows(numbers)]
-    lines += ["", "## Figures", ""] + [f"- {n}" for n in notes] + ([""] if notes else [])
+    lines += ["", "## Figures", ""]
     lines += [f"![{caption}]({name})\n\n*{caption}*\n" for _, caption, name in images] or \
         ["None of the combined figures can be drawn from these records.", ""]
+    lines += _not_drawn_md(notes)
     return "\n".join(lines)
 
 
@@ -306,16 +319,17 @@ def write_report(run_dir: str | os.PathLike | Run | list, out: str | os.PathLike
     out = Path(out) if out is not None else Path(run.path) / f"report.{fmt}"
     _out_folder(out)
     numbers = key_numbers(run)
+    notes: list[str] = []
     if fmt == "html":
-        images = [(stem, caption, png_bytes(fig)) for stem, caption, fig in _figures(run)]
-        text = _html(run, numbers, images)
+        images = [(stem, caption, png_bytes(fig)) for stem, caption, fig in _figures(run, notes)]
+        text = _html(run, numbers, images, notes)
     else:
         images = []
-        for stem, caption, fig in _figures(run):
+        for stem, caption, fig in _figures(run, notes):
             name = f"{out.stem}_{stem}.png"
             (out.parent / name).write_bytes(png_bytes(fig, dpi=130))
             images.append((stem, caption, name))
-        text = _markdown(run, numbers, images)
+        text = _markdown(run, numbers, images, notes)
     out.write_text(text, encoding="utf-8")
     return out
 

@@ -120,9 +120,12 @@ def _report(run) -> None:
 
 def _figures(run) -> None:
     from ..figures.registry import draw_figures
-    paths = draw_figures(run.path, out=run.path / "figures")
+    notes: list[str] = []
+    paths = draw_figures(run.path, out=run.path / "figures", on_note=notes.append)
     if paths:
         print(f"figures: {', '.join(p.name for p in paths if p.suffix == '.png')} in {run.path / 'figures'}")
+    for line in notes if "tracked_steps" in run.summary else ():   # a trained-only run lacks them all, by design
+        print(line)
 
 
 def _new_run(args, train_only: bool) -> int:
