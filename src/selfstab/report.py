@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 from .errors import ConfigError
 from .figures.style import MOVING_WINDOW, png_bytes, run_title
-from .measures import key_numbers, regimes, relative_error, status_note
+from .measures import MIN_TRACKED_STEPS, key_numbers, regimes, relative_error, status_note
 from .records import Run, load_run
 
 __all__ = ["KEY_LABELS", "key_numbers", "regimes", "relative_error", "status_note", "write_report"]
@@ -165,7 +165,8 @@ def _html(run: Run, numbers: dict, images: list[tuple[str, str, bytes]], notes: 
 <p>{e(run_title(run))}, η = {e(_fmt(numbers.get("lr")))}</p>
 {_html_note(run)}<h2>Key numbers</h2>
 <p>Computed from the records; relative errors are |prediction − GD| / |GD| over the tracked steps where both
-were recorded; — : not known.  Numbers that were not recorded are left out.</p>
+were recorded; — : not known.  Numbers that were not recorded are left out; agreement with GD from fewer
+than {MIN_TRACKED_STEPS} tracked steps is shown as "too few steps".</p>
 <table>
 {rows}
 </table>
@@ -181,7 +182,8 @@ def _markdown(run: Run, numbers: dict, images: list[tuple[str, str, str]], notes
     lines = [f"# selfstab run `{run.path}`", "", f"{run_title(run)}, η = {_fmt(numbers.get('lr'))}", "",
              *_md_note(run), "## Key numbers", "",
              "Computed from the records; relative errors are |prediction − GD| / |GD| over the tracked steps where "
-             "both were recorded; — : not known.  Numbers that were not recorded are left out.", "",
+             "both were recorded; — : not known.  Numbers that were not recorded are left out; agreement with GD from "
+             f"fewer than {MIN_TRACKED_STEPS} tracked steps is shown as \"too few steps\".", "",
              "| | |", "|---|---:|"]
     lines += [f"| {label} | {_fmt(v)} |" for label, v in _rows(numbers)]
     lines += ["", "## Figures", ""]
