@@ -325,3 +325,10 @@ def test_api_shape_error_names_theta0():
     obj = _mlp_objective()
     msg = _api_error(lambda: selfstab.track(obj, torch.randn(5), 0.1, steps=1))
     assert msg.startswith("theta0:") and f"length {obj.dim}" in msg
+
+
+def test_counts_in_messages_agree_with_their_noun():
+    from selfstab.wording import plural
+
+    assert (plural(1, "step"), plural(2, "step"), plural(0, "step")) == ("1 step", "2 steps", "0 steps")
+    assert plural(1, "entry", "entries") == "1 entry" and plural(3, "entry", "entries") == "3 entries"

@@ -198,10 +198,12 @@ def test_a_run_of_too_few_tracked_steps_shows_no_agreement(tmp_path):
     assert f"| Theorem 1 loss L(θ†)+x²/η vs GD: median relative error | {few} |" in md
 
 
-def test_a_real_one_step_run_reports_too_few_steps(tmp_path):
+def test_a_real_one_step_run_reports_too_few_steps(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", "--out", str(out), "--quiet", "--data.name", "synthetic", "--data.n", "64", "--data.n_test",
                  "32", "--model.width", "8", "--lr", "0.5", "--track.steps", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "tracked 1 step from the edge" in printed and "1 steps" not in printed   # §4.7: "tracked 1 steps"
     k = key_numbers(load_run(out))
     assert k["tracked_steps"] == 1
     assert k["median_rel_err_loss"] == k["flow_dist_gd_end"] == "too few steps (1 tracked; at least 20 needed)"

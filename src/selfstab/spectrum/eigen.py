@@ -36,6 +36,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, ConvergenceError
 from ..keywords import suggest_keywords
+from ..wording import plural
 from .block_solver import lobpcg
 from .result import _NONFINITE, EigenWarning, Eigenpairs, MatVec, _failed, _finite, _residuals, default_tol
 
@@ -190,12 +191,12 @@ def top_eigenpairs(matvec: MatVec, d: int, k: int = 1, *, dtype: torch.dtype = t
         if "failure" in result.extra:
             what, todo = result.extra["failure"]
             k = result.values.numel()
-            msg = (f"eigen-solver: top-{k} eigenpairs failed: {what} after {result.iterations} iterations "
+            msg = (f"eigen-solver: top-{k} eigenpairs failed: {what} after {plural(result.iterations, 'iteration')} "
                    f"({result.hvps} HVPs); {todo}")
         else:
             k = result.values.numel()
             msg = (f"eigen-solver: top-{k} eigenpairs did not converge: relative residual "
-                   f"{float(result.residuals.max()):.2e} > tol {tol:.1e} after {result.iterations} iterations "
+                   f"{float(result.residuals.max()):.2e} > tol {tol:.1e} after {plural(result.iterations, 'iteration')} "
                    f"({result.hvps} HVPs); raise max_iter, loosen the tolerance, or use a larger block k")
         if on_fail == "raise":
             raise ConvergenceError(msg)
