@@ -22,7 +22,7 @@ from .figures.style import MOVING_WINDOW, png_bytes, run_title
 from .measures import MIN_TRACKED_STEPS, key_numbers, regimes, relative_error, status_note
 from .records import Run, load_run
 
-__all__ = ["KEY_LABELS", "key_numbers", "regimes", "relative_error", "status_note", "write_report"]
+__all__ = ["KEY_LABELS", "comparison_path", "key_numbers", "regimes", "relative_error", "status_note", "write_report"]
 
 
 # The order and wording of the key numbers in a report.
@@ -305,8 +305,8 @@ def write_report(run_dir: str | os.PathLike | Run | list, out: str | os.PathLike
 
     ``fmt="html"``: one self-contained page (default ``RUN/report.html``); ``fmt="md"``:
     Markdown (default ``RUN/report.md``) with the figures as ``<stem>_<figure>.png`` beside it.
-    ``run_dir`` a list of several runs: one page comparing them (default ``compare.html`` or
-    ``compare.md`` beside the first run).  A path that is not a run directory raises
+    ``run_dir`` a list of several runs: one page comparing them (default beside the first run, named
+    by the runs compared, :func:`comparison_path`: comparing other runs writes another page).  A path that is not a run directory raises
     :class:`~selfstab.errors.ConfigError`, before anything is written.
     """
     if fmt not in ("html", "md"):
@@ -336,8 +336,23 @@ def write_report(run_dir: str | os.PathLike | Run | list, out: str | os.PathLike
     return out
 
 
+def comparison_path(runs: list[Run], fmt: str = "html") -> Path:
+    """Where the comparison of ``runs`` goes by default: beside the first run, named by the runs compared
+    (``compare-lr0.1-lr0.2.html``), so comparing other runs never replaces this page; a name that would be
+    long becomes ``compare-<first>-and-<n-1>-more-<hash>``.  Only the same comparison, redone, writes it again."""
+    import hashlib
+    import re
+
+    names = [re.sub(r"[^\w.+=-]", "_", Path(r.path).name) for r in runs]
+    stem = "compare-" + "-".join(names)
+    if len(stem) > 80 or len(set(names)) < len(names):   # long, or runs of the same name in other folders
+        digest = hashlib.sha1("\n".join(str(Path(r.path).resolve()) for r in runs).encode()).hexdigest()[:8]
+        stem = f"compare-{names[0][:40]}-and-{len(runs) - 1}-more-{digest}"
+    return Path(runs[0].path).parent / f"{stem}.{fmt}"
+
+
 def _write_comparison(runs: list[Run], out: str | os.PathLike | None, fmt: str) -> Path:
-    out = Path(out) if out is not None else Path(runs[0].path).parent / f"compare.{fmt}"
+    out = Path(out) if out is not None else comparison_path(runs, fmt)
     _out_folder(out)
     numbers = [key_numbers(r) for r in runs]
     diffs = _config_differences(runs)

@@ -132,7 +132,7 @@ FIGURES: dict[str, FigureSpec] = {spec.name: spec for spec in (
     FigureSpec("c", "several unstable eigenvalues: GD against the central flow and θ†_k",
                Need(("central",), "central-flow records (central)",
                     "track the central flow: `selfstab run --track.processes gd,constrained,predicted,flow,central,"
-                    "kconstrained,diagnostics`"),
+                    "kconstrained,diagnostics`", _RETRACK.format("gd,central")),
                (Output("central", "GD's loss and its 10-step moving average against the central flow's prediction "
                                   "L + tr(X)/η; k_crit and rank(X); distances to GD of the central flow, θ†_k and "
                                   "gradient flow", _central),)),
