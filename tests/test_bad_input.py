@@ -332,3 +332,22 @@ def test_counts_in_messages_agree_with_their_noun():
 
     assert (plural(1, "step"), plural(2, "step"), plural(0, "step")) == ("1 step", "2 steps", "0 steps")
     assert plural(1, "entry", "entries") == "1 entry" and plural(3, "entry", "entries") == "3 entries"
+
+
+def test_track_into_a_read_only_place_names_the_flag_track_reads(tmp_path, capsys, monkeypatch):
+    """§4.7: `track RUN --out NEW` on a read-only place suggested `out = … in the config`, a key track does not use."""
+    import errno
+    from pathlib import Path
+
+    trained = tmp_path / "trained"
+    assert main(["train", "--out", str(trained), *SMALL, "--lr", "0.5"]) == 0
+    capsys.readouterr()
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    new = tmp_path / "ro" / "new"
+    line = _cli_error(capsys, ["track", str(trained), "--out", str(new)])
+    assert line == f"selfstab track: error: cannot write {new} (read-only file system); choose a writable folder " \
+                   f"with --out NEW"

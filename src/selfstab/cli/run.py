@@ -25,7 +25,7 @@ import sys
 from datetime import datetime, timezone
 
 from ..config import RunConfig, diff_configs, from_dict, load_config
-from ..errors import ConfigError
+from ..errors import ConfigError, NotWritableError
 from ..wording import plural
 from . import keys
 
@@ -144,6 +144,7 @@ def _track_into(args) -> int:
     """``selfstab track RUN --out NEW``: RUN's training, tracked with other settings in NEW."""
     from ..experiment import track_into
     from ..records import load_run
+    from ..records.writable import not_writable
 
     source = load_run(args.run)
     old = from_dict(RunConfig, source.config)
@@ -152,7 +153,12 @@ def _track_into(args) -> int:
     if changed:
         raise ConfigError(f"track: only track.* settings can change after training; {changed[0]} differs "
                           f"(start a new run with selfstab run)")
-    run = track_into(args.run, cfg, overwrite=args.overwrite)
+    try:
+        run = track_into(args.run, cfg, overwrite=args.overwrite)
+    except NotWritableError as exc:   # RunDir's fix names the config key `out`, which `track` does not read
+        if exc.path is None or not isinstance(exc.__context__, OSError):
+            raise
+        raise not_writable(exc.path, exc.__context__, "choose a writable folder with --out NEW") from None
     if _main_rank():
         _report(run)
         _figures(run)
