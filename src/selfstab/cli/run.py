@@ -204,13 +204,7 @@ def _resume(args) -> int:
             raise ConfigError(f"resume: the config changed ({changed[0]}); a resumed run must keep its config "
                               f"(resume accepts {', '.join(RESUME_KEYS)}) — start a new run instead")
         if new.track.steps != old.track.steps:
-            _check_extension(run, old.track.steps, new.track.steps)
-            history = [*run.summary.get("extensions", []),
-                       {"key": "track.steps", "from": old.track.steps, "to": new.track.steps,
-                        "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
-            run.update_config(new, notes=["extended: " + ", ".join(
-                f"track.steps {h['from']} → {h['to']} ({h['time']})" for h in history)])
-            run.write_summary({"extensions": history})
+            extend(run, old, new)
         elif diff_configs(old, new):
             run.update_config(new, notes=_notes(run))
     execute(run)
@@ -220,13 +214,25 @@ def _resume(args) -> int:
     return 0
 
 
+def extend(run, old: RunConfig, new: RunConfig) -> None:
+    """Extend ``run`` (a RunDir) from ``old.track.steps`` to ``new.track.steps`` under :func:`check_extension`'s
+    rule, noting it in ``config.toml`` and the summary's ``extensions`` (``resume`` and ``sweep --resume``)."""
+    check_extension(run, old.track.steps, new.track.steps)
+    history = [*run.summary.get("extensions", []),
+               {"key": "track.steps", "from": old.track.steps, "to": new.track.steps,
+                "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
+    run.update_config(new, notes=["extended: " + ", ".join(
+        f"track.steps {h['from']} → {h['to']} ({h['time']})" for h in history)])
+    run.write_summary({"extensions": history})
+
+
 def _notes(run) -> list[str]:
     history = run.summary.get("extensions", [])
     return ["extended: " + ", ".join(f"track.steps {h['from']} → {h['to']} ({h['time']})" for h in history)] \
         if history else []
 
 
-def _check_extension(run, old: int, new: int) -> None:
+def check_extension(run, old: int, new: int) -> None:
     """``track.steps`` may only grow, and only on a run that tracking did not stop for another reason."""
     if new < old:
         raise ConfigError(f"resume: track.steps can only grow (this run tracks {plural(old, 'step')}, asked for {new}); to "
