@@ -303,15 +303,6 @@ def test_api_process_options_obey_the_configs_rules(option, value, expected):
         assert any(name == option for name, _ in TrackConfig(**{option: value}).validate())
 
 
-def test_api_save_into_an_existing_run_names_the_keyword(tmp_path):
-    obj = _mlp_objective()
-    res = selfstab.track(obj, obj.theta0, 0.1, steps=1, allow_off_edge=True, flow=False)
-    res.save(tmp_path / "r")
-    msg = _api_error(lambda: res.save(tmp_path / "r"))
-    assert "overwrite=True" in msg and "--overwrite" not in msg
-    res.save(tmp_path / "r", overwrite=True)
-
-
 @pytest.mark.parametrize("call,expected", [
     (lambda obj: gd_to_edge(obj, lrr=0.1), "gd_to_edge: unknown keyword argument 'lrr'; did you mean 'lr'?"),
     (lambda obj: gd_to_edge(obj, 0.1, max_step=3), "did you mean 'max_steps'?"),

@@ -287,20 +287,9 @@ class TrackResult:
         result) as the ``train`` table, the summary, and ``config.toml`` (``config``, the run's config as a
         ``RunConfig`` or dict, if known; else what is known: ``lr``).  Returns the
         :class:`~selfstab.records.RunDir`."""
-        return save_in_python(path, edge=edge, track=self, config=config, overwrite=overwrite,
-                              lr=None if self.lockstep is None else self.lockstep.lr)
-
-
-def save_in_python(path, *, overwrite: bool, **results):
-    """``save_results`` for the ``save`` methods: a folder that already holds a run is refused in the words
-    of Python (``overwrite=True``), not of the command line (``--overwrite``)."""
-    from pathlib import Path
-
-    from ..records.results import save_results
-    if not overwrite and (Path(path) / "config.toml").is_file():   # what RunDir.create refuses, said for Python
-        raise ConfigError(f"save: {path} already holds a run; pass overwrite=True to replace it, or save to "
-                          f"another path")
-    return save_results(path, overwrite=overwrite, **results)
+        from ..records.results import save_results
+        return save_results(path, edge=edge, track=self, config=config, overwrite=overwrite,
+                            lr=None if self.lockstep is None else self.lockstep.lr)
 
 
 def check_edge(objective: Objective, theta0: Tensor, lr: float, warm: Tensor | None, tol: float) -> float:

@@ -80,8 +80,8 @@ class EdgeResult:
         ``load_run``, ``selfstab plot`` and ``report`` read like any other; returns its
         :class:`~selfstab.records.RunDir`.  ``config``: the run's config (a ``RunConfig`` or dict), if known;
         otherwise ``config.toml`` holds what is known (``lr``)."""
-        from ..processes.lockstep import save_in_python
-        return save_in_python(path, edge=self, config=config, overwrite=overwrite)
+        from ..records.results import save_results
+        return save_results(path, edge=self, config=config, overwrite=overwrite)
 
 
 class DivergenceGuard:
