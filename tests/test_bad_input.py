@@ -326,7 +326,8 @@ def test_counts_in_messages_agree_with_their_noun():
 
 
 def test_track_into_a_read_only_place_names_the_flag_track_reads(tmp_path, capsys, monkeypatch):
-    """§4.7: `track RUN --out NEW` on a read-only place suggested `out = … in the config`, a key track does not use."""
+    """§4.7: `track RUN --out NEW` on a read-only place suggested `out = … in the config`, a key track does not
+    use."""
     import errno
     from pathlib import Path
 

@@ -173,7 +173,8 @@ def train_phase(cfg: RunConfig, run: RunDir, problem: Problem | None = None, res
     seconds = time.perf_counter() - start
     if fixed:
         run.write_summary({"lr": lr, "parameters": obj.dim, "seconds_train": seconds, "reached_edge": False,
-                           "stop_reason": f"trained {plural(cfg.train.max_steps, 'step')} ({cfg.train.schedule} step size)"})
+                           "stop_reason": f"trained {plural(cfg.train.max_steps, 'step')} "
+                                          f"({cfg.train.schedule} step size)"})
         state = {"phase": "edge", "theta0": None, "onset_step": None, "reached": False, "warm": None, "fixed": True}
         _checkpoint(run, cfg.train.max_steps, state)
         return state

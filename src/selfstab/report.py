@@ -182,8 +182,8 @@ def _markdown(run: Run, numbers: dict, images: list[tuple[str, str, str]], notes
     lines = [f"# selfstab run `{run.path}`", "", f"{run_title(run)}, η = {_fmt(numbers.get('lr'))}", "",
              *_md_note(run), "## Key numbers", "",
              "Computed from the records; relative errors are |prediction − GD| / |GD| over the tracked steps where "
-             "both were recorded; — : not known.  Numbers that were not recorded are left out; agreement with GD from "
-             f"fewer than {MIN_TRACKED_STEPS} tracked steps is shown as \"too few steps\".", "",
+             "both were recorded; — : not known.  Numbers that were not recorded are left out; agreement with GD "
+             f"from fewer than {MIN_TRACKED_STEPS} tracked steps is shown as \"too few steps\".", "",
              "| | |", "|---|---:|"]
     lines += [f"| {label} | {_fmt(v)} |" for label, v in _rows(numbers)]
     lines += ["", "## Figures", ""]
@@ -306,8 +306,8 @@ def write_report(run_dir: str | os.PathLike | Run | list, out: str | os.PathLike
     ``fmt="html"``: one self-contained page (default ``RUN/report.html``); ``fmt="md"``:
     Markdown (default ``RUN/report.md``) with the figures as ``<stem>_<figure>.png`` beside it.
     ``run_dir`` a list of several runs: one page comparing them (default beside the first run, named
-    by the runs compared, :func:`comparison_path`: comparing other runs writes another page).  A path that is not a run directory raises
-    :class:`~selfstab.errors.ConfigError`, before anything is written.
+    by the runs compared, :func:`comparison_path`: comparing other runs writes another page).  A path that
+    is not a run directory raises :class:`~selfstab.errors.ConfigError`, before anything is written.
     """
     if fmt not in ("html", "md"):
         raise ConfigError(f"report: format must be html or md, got {fmt!r}")

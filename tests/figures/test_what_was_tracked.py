@@ -32,8 +32,9 @@ def gd_central_run(path, processes=("gd", "central")):
     for t in range(40):
         rd.recorder("gd").append(t, loss=0.2 * (1 + 0.1 * np.sin(2.5 * t)), sharpness=edge)
         if "central" in processes:
-            rd.recorder("central").append(t, loss=0.19, predicted_loss=0.2, k_crit=1.0 + (t >= 20), x_rank=float(t >= 20),
-                                          dist_gd=1e-3 * (t + 1), lambda_1=edge, lambda_2=edge * min(1, 0.9 + t / 200))
+            rd.recorder("central").append(t, loss=0.19, predicted_loss=0.2, k_crit=1.0 + (t >= 20),
+                                          x_rank=float(t >= 20), dist_gd=1e-3 * (t + 1), lambda_1=edge,
+                                          lambda_2=edge * min(1, 0.9 + t / 200))
         if "kconstrained" in processes:
             rd.recorder("kconstrained").append(t, loss=0.18, dist_gd=2e-3 * (t + 1), lambda_1=edge, lambda_2=edge)
         rd.recorder("cost").append(t, hvps=20, grads=5, d3=4)

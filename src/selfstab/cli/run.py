@@ -113,7 +113,8 @@ def _report(run) -> None:
               f"≥ 2/η = {2 / s['lr']:.6g} (loss {s['onset_loss']:.4g}{seconds})", file=out)
     if "tracked_steps" in s:
         seconds = f" ({s['seconds_track']:.1f} s)" if s.get("seconds_track") is not None else ""
-        print(f"tracked {plural(s['tracked_steps'], 'step')} from the edge{seconds}; stopped: {s['stop_reason']}", file=out)
+        print(f"tracked {plural(s['tracked_steps'], 'step')} from the edge{seconds}; stopped: {s['stop_reason']}",
+              file=out)
     elif s.get("stop_reason"):
         print(f"stopped: {s['stop_reason']}", file=out)
     print(f"run directory: {run.path}  (selfstab.load_run('{run.path}'))", file=out)
@@ -235,8 +236,8 @@ def _notes(run) -> list[str]:
 def check_extension(run, old: int, new: int) -> None:
     """``track.steps`` may only grow, and only on a run that tracking did not stop for another reason."""
     if new < old:
-        raise ConfigError(f"resume: track.steps can only grow (this run tracks {plural(old, 'step')}, asked for {new}); to "
-                          f"track fewer steps, read the first {new} rows of its records")
+        raise ConfigError(f"resume: track.steps can only grow (this run tracks {plural(old, 'step')}, asked for "
+                          f"{new}); to track fewer steps, read the first {new} rows of its records")
     from ..records.rundir import read_latest_checkpoint
     latest = read_latest_checkpoint(run.path)
     state = None if latest is None else latest["state"]

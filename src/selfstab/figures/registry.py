@@ -115,13 +115,15 @@ FIGURES: dict[str, FigureSpec] = {spec.name: spec for spec in (
                combined=True),
     FigureSpec("e", "the assumptions along θ†",
                Need(("diagnostics", "constrained.alpha", "constrained.epsilon"),
-                    "records along θ† (diagnostics, constrained)", _TRACK, _RETRACK.format("gd,constrained,diagnostics")),
+                    "records along θ† (diagnostics, constrained)", _TRACK,
+                    _RETRACK.format("gd,constrained,diagnostics")),
                (Output("appendix_e", "Appendix E: the assumptions along θ† (ρ₃, ρ₄ are tensor-power-iteration "
                                      "estimates; markers: measured every track.diagnostics_every steps)",
                        _appendix_e),)),
     FigureSpec("5", "top eigenvalues of the Hessian",
                Need(("diagnostics", "constrained.sharpness", "kconstrained.lambda_1", "central.lambda_1"),
-                    "eigenvalues along θ†, θ†_k or the central flow (diagnostics, constrained, kconstrained, central)",
+                    "eigenvalues along θ†, θ†_k or the central flow (diagnostics, constrained, kconstrained, "
+                    "central)",
                     _TRACK, _RETRACK.format("gd,constrained,diagnostics")),
                (Output("figure5", "Figure 5: top eigenvalues of the Hessian", _figure5),)),
     FigureSpec("6", "loss, test accuracy and sharpness per step size",

@@ -354,8 +354,8 @@ def _check_point(objective: Objective, theta0) -> Tensor:
                           f"{tuple(theta0.shape)}; e.g. gd_to_edge(objective, lr).theta0")
     bad = int((~torch.isfinite(theta0)).sum())
     if bad:
-        raise ConfigError(f"theta0: {bad} of its {objective.dim} entries {'is' if bad == 1 else 'are'} NaN or inf; pass a finite point "
-                          f"(e.g. gd_to_edge(objective, lr).theta0)")
+        raise ConfigError(f"theta0: {bad} of its {objective.dim} entries {'is' if bad == 1 else 'are'} NaN or inf; "
+                          f"pass a finite point (e.g. gd_to_edge(objective, lr).theta0)")
     return theta0
 
 

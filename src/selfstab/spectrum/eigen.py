@@ -148,7 +148,8 @@ def top_eigenpairs(matvec: MatVec, d: int, k: int = 1, *, dtype: torch.dtype = t
     """
     if not callable(matvec) or isinstance(d, bool) or not isinstance(d, (int, np.integer)):
         raise ConfigError(f"top_eigenpairs(matvec, d, k): matvec is a function V ↦ HV (e.g. a Point's hvp) and d "
-                          f"its dimension (an int), got {type(matvec).__name__} and {type(d).__name__}; for ∇²L at θ "
+                          f"its dimension (an int), got {type(matvec).__name__} and {type(d).__name__}; "
+                          f"for ∇²L at θ "
                           f"call top_eigenpairs(objective.at(theta).hvp, objective.dim, k)")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 or k > d:
         raise ConfigError(f"k: number of eigenpairs must be an int in [1, {d}], got {k!r}")
@@ -196,7 +197,8 @@ def top_eigenpairs(matvec: MatVec, d: int, k: int = 1, *, dtype: torch.dtype = t
         else:
             k = result.values.numel()
             msg = (f"eigen-solver: top-{k} eigenpairs did not converge: relative residual "
-                   f"{float(result.residuals.max()):.2e} > tol {tol:.1e} after {plural(result.iterations, 'iteration')} "
+                   f"{float(result.residuals.max()):.2e} > tol {tol:.1e} after "
+                   f"{plural(result.iterations, 'iteration')} "
                    f"({result.hvps} HVPs); raise max_iter, loosen the tolerance, or use a larger block k")
         if on_fail == "raise":
             raise ConvergenceError(msg)

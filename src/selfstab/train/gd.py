@@ -217,8 +217,8 @@ def gd_to_edge(objective: Objective, lr: float, *, theta: Tensor | None = None, 
     theta_t = objective.vector(theta).clone()
     bad = int((~torch.isfinite(theta_t)).sum())
     if bad:
-        raise ConfigError(f"theta: {bad} of its {theta_t.numel()} entries {'is' if bad == 1 else 'are'} NaN or inf; pass a finite starting "
-                          f"point (or leave theta out: the objective's own θ)")
+        raise ConfigError(f"theta: {bad} of its {theta_t.numel()} entries {'is' if bad == 1 else 'are'} NaN or "
+                          f"inf; pass a finite starting point (or leave theta out: the objective's own θ)")
     t, next_check = 0, 0
     last_check: tuple | None = None   # step, θ there, tracker history, sharpness
     saved = 0   # step of the last checkpoint
