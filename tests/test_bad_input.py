@@ -233,3 +233,113 @@ def test_shape_errors_name_the_users_data_not_an_internal_probe():
     labels[40] = 7     # out of range far beyond the first few examples
     with pytest.raises(ConfigError, match=r"class indices must lie in \[0, 3\)"):
         Objective.from_module(model, torch.randn(50, 5), labels, "ce")
+
+
+# ----------------------------------------------------------------------------- the Python API (issue §4.6): the
+# argument's own name and the keyword that fixes it, never a command-line flag nor a raw torch error
+
+def _api_error(call, error=ConfigError) -> str:
+    with pytest.raises(error) as info:
+        call()
+    msg = _one_line(info)
+    assert "--" not in msg, msg   # the Python API names keyword arguments, not flags
+    return msg
+
+
+def test_api_process_that_needs_another_names_the_keyword():
+    obj = _mlp_objective()
+    msg = _api_error(lambda: selfstab.track(obj, obj.theta0, 0.1, steps=1, processes=["predicted"]))
+    assert "processes=['gd', 'constrained', 'predicted']" in msg and "needs the 'constrained' and 'gd' processes" in msg
+
+
+@pytest.mark.parametrize("warm", [torch.randn(5), torch.randn(2, 3, 4), "vectors"])
+def test_api_warm_of_the_wrong_shape(warm):
+    obj = _mlp_objective()
+    msg = _api_error(lambda: selfstab.track(obj, obj.theta0, 0.1, steps=1, warm=warm))
+    assert msg.startswith("warm:") and f"({obj.dim},) or (m, {obj.dim})" in msg
+
+
+def test_api_top_eigenpairs_given_an_objective_and_a_point():
+    obj = _mlp_objective()
+    msg = _api_error(lambda: selfstab.top_eigenpairs(obj, obj.theta0))
+    assert "Boolean value" not in msg and "objective.at(theta).hvp, objective.dim" in msg
+    point = obj.at(obj.theta0)   # what it suggests works, against the dense Hessian
+    assert selfstab.top_eigenpairs(point.hvp, obj.dim).sharpness == pytest.approx(_dense_sharpness(obj), rel=1e-6)
+
+
+def test_api_nan_data_is_bad_input_not_a_learning_rate_to_lower():
+    torch.manual_seed(0)
+    x = torch.randn(40, 5)
+    x[3, 2] = math.nan
+    y = torch.nn.functional.one_hot(torch.randint(0, 3, (40,)), 3).float()
+    obj = Objective.from_module(nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 3)), x, y, "mse", dtype=F64)
+    for call in (lambda: gd_to_edge(obj, 0.1), lambda: selfstab.track(obj, obj.theta0, 0.1, steps=1)):
+        msg = _api_error(call)
+        assert "NaN" in msg and "lower the learning rate" not in msg and "nan%" not in msg
+
+
+def test_api_nan_starting_points_name_their_argument():
+    obj = _mlp_objective()
+    theta = obj.theta0.clone()
+    theta[0] = math.nan
+    msg = _api_error(lambda: selfstab.track(obj, theta, 0.1, steps=1))
+    assert msg.startswith("theta0:") and "NaN" in msg and "nan%" not in msg and "choose lr" not in msg
+    msg = _api_error(lambda: gd_to_edge(obj, 0.1, theta=theta))
+    assert msg.startswith("theta:") and "NaN" in msg and "lower the learning rate" not in msg
+
+
+@pytest.mark.parametrize("option,value,expected", [
+    ("proj_tol", -1, "proj_tol must be > 0, got -1"),
+    ("proj_max_iter", 0, "proj_max_iter must be ≥ 1, got 0"),
+    ("active_rtol", 1.5, "active_rtol must be in [0, 1), got 1.5"),
+    ("eig_tol", "small", "eig_tol has the wrong type"),
+])
+def test_api_process_options_obey_the_configs_rules(option, value, expected):
+    obj = _mlp_objective()
+    msg = _api_error(lambda: selfstab.track(obj, obj.theta0, 0.1, steps=1, allow_off_edge=True, **{option: value}))
+    assert expected in msg
+    from selfstab.config import TrackConfig
+    if not isinstance(value, str):   # the same rule as the config's (one owner): the CLI refuses it too
+        assert any(name == option for name, _ in TrackConfig(**{option: value}).validate())
+
+
+@pytest.mark.parametrize("call,expected", [
+    (lambda obj: gd_to_edge(obj, lrr=0.1), "gd_to_edge: unknown keyword argument 'lrr'; did you mean 'lr'?"),
+    (lambda obj: gd_to_edge(obj, 0.1, max_step=3), "did you mean 'max_steps'?"),
+    (lambda obj: selfstab.top_eigenpairs(obj.at(obj.theta0).hvp, obj.dim, kk=2), "did you mean 'k'?"),
+])
+def test_api_misspelt_keyword_arguments(call, expected):
+    assert expected in _api_error(lambda: call(_mlp_objective()))
+
+
+def test_api_shape_error_names_theta0():
+    obj = _mlp_objective()
+    msg = _api_error(lambda: selfstab.track(obj, torch.randn(5), 0.1, steps=1))
+    assert msg.startswith("theta0:") and f"length {obj.dim}" in msg
+
+
+def test_counts_in_messages_agree_with_their_noun():
+    from selfstab.wording import plural
+
+    assert (plural(1, "step"), plural(2, "step"), plural(0, "step")) == ("1 step", "2 steps", "0 steps")
+    assert plural(1, "entry", "entries") == "1 entry" and plural(3, "entry", "entries") == "3 entries"
+
+
+def test_track_into_a_read_only_place_names_the_flag_track_reads(tmp_path, capsys, monkeypatch):
+    """§4.7: `track RUN --out NEW` on a read-only place suggested `out = … in the config`, a key track does not
+    use."""
+    import errno
+    from pathlib import Path
+
+    trained = tmp_path / "trained"
+    assert main(["train", "--out", str(trained), *SMALL, "--lr", "0.5"]) == 0
+    capsys.readouterr()
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    new = tmp_path / "ro" / "new"
+    line = _cli_error(capsys, ["track", str(trained), "--out", str(new)])
+    assert line == f"selfstab track: error: cannot write {new} (read-only file system); choose a writable folder " \
+                   f"with --out NEW"

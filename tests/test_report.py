@@ -48,7 +48,7 @@ def hand_run(path):
 
 
 def test_key_numbers_by_hand(tmp_path):
-    k = key_numbers(hand_run(tmp_path / "r"))
+    k = key_numbers(hand_run(tmp_path / "r"), min_steps=1)   # the arithmetic, on a hand-sized run
     assert (k["lr"], k["onset_step"], k["onset_sharpness"], k["stop_reason"], k["tracked_steps"], k["parameters"]) \
         == (0.1, 2, 20.5, "lambda2", 4, 8970)
     # loss: |pred − gd|/|gd| at steps 0, 1, 3, 4 (gd missing at 2) = 0.1, 0.5, 0.25, 0
@@ -75,7 +75,7 @@ def test_key_numbers_of_a_bare_run_fall_back_to_records(tmp_path):
     _append(rd, "predicted", {"sharpness": [20.0, 22.0, 22.0, 20.0]})
     _append(rd, "timing", {"seconds": [1.0, 2.0, 6.0]})  # wall clock kept apart from cost
     rd.flush()
-    k = key_numbers(load_run(tmp_path / "r"))
+    k = key_numbers(load_run(tmp_path / "r"), min_steps=1)
     assert k["onset_step"] == 3 and k["onset_sharpness"] == 20.0 and k["lr"] == 0.1  # first S ≥ 2/η = 20
     assert k["tracked_steps"] == 2 and k["median_rel_err_loss"] is None and k["mean_hvps"] is None
     assert k["mean_seconds"] == pytest.approx(3.0)
@@ -175,3 +175,35 @@ def test_report_command(tmp_path, capsys):
     assert "selfstab report: error:" in err and str(tmp_path / "nowhere") in err
     with pytest.raises(SystemExit):
         main(["report", str(tmp_path / "r"), "--format", "pdf"])
+
+
+def test_a_run_of_too_few_tracked_steps_shows_no_agreement(tmp_path):
+    """§4.3: a run tracked for one step reported "Theorem 1 loss median relative error 5.64e-06" and "gradient
+    flow: distance from GD 0"; from fewer than MIN_TRACKED_STEPS steps, agreement numbers say so instead."""
+    from selfstab.measures import AGREEMENT, MIN_TRACKED_STEPS
+
+    run = hand_run(tmp_path / "r")   # 4 tracked steps
+    assert MIN_TRACKED_STEPS >= 20
+    k = key_numbers(run)
+    few = "too few steps (4 tracked; at least 20 needed)"
+    for key in ("median_rel_err_loss", "max_rel_err_sharpness", "median_dist_gd", "flow_dist_gd_end",
+                "median_dist_constrained", "gd_dist_constrained_end"):
+        assert k[key] == few, key
+    assert all(k.get(key) in (None, few) for key in AGREEMENT)
+    assert k["tracked_steps"] == 4 and k["mean_hvps"] == 30.0 and k["median_delta"] == pytest.approx(0.6)
+    text = write_report(run).read_text(encoding="utf-8")
+    assert f"<td>Theorem 1 loss L(θ†)+x²/η vs GD: median relative error</td><td>{few}</td>" in text
+    assert f"<td>gradient flow: distance from GD at the end</td><td>{few}</td>" in text
+    md = write_report(run, tmp_path / "r.md", fmt="md").read_text(encoding="utf-8")
+    assert f"| Theorem 1 loss L(θ†)+x²/η vs GD: median relative error | {few} |" in md
+
+
+def test_a_real_one_step_run_reports_too_few_steps(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), "--quiet", "--data.name", "synthetic", "--data.n", "64", "--data.n_test",
+                 "32", "--model.width", "8", "--lr", "0.5", "--track.steps", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "tracked 1 step from the edge" in printed and "1 steps" not in printed   # §4.7: "tracked 1 steps"
+    k = key_numbers(load_run(out))
+    assert k["tracked_steps"] == 1
+    assert k["median_rel_err_loss"] == k["flow_dist_gd_end"] == "too few steps (1 tracked; at least 20 needed)"

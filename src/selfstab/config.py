@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from .rules import track_problems
 from .tomlio import dumps_toml, to_dict
 from .typedconfig import diff_configs, from_dict, load_config, parse_overrides, section_type, to_toml
 
@@ -134,26 +135,8 @@ class TrackConfig:
     checkpoint_every: int = 100  # steps between checkpoints (records are flushed with each)
 
     def validate(self) -> Iterator[tuple[str, str]]:
-        yield from _at_least(self, 0, "steps")
-        yield from _at_least(self, 1, "proj_max_iter", "diagnostics_every", "k_eigs", "checkpoint_every",
-                             "power_iters")
-        yield from _at_least(self, 0, "proj_min_iter")
-        yield from _positive(self, "proj_tol", "flow_rtol", "flow_atol", "eig_tol", "sharpness_tol", "critical_threshold",
-                             "sdcp_tol", "central_stiffness", "kproj_tol",
-                             "central_chord_tol", "central_eig_tol")
-        yield from _at_least(self, 1, "central_min_substeps", "central_max_substeps", "central_pairs_every",
-                             "kproj_max_iter")
-        if not self.stop_lambda2 >= 0:
-            yield "stop_lambda2", f"must be ≥ 0 (0: no λ₂ rule), got {self.stop_lambda2!r}"
-        if self.central_substeps is not None and self.central_substeps < 1:
-            yield "central_substeps", f"must be ≥ 1 (or none: adaptive), got {self.central_substeps!r}"
-        if self.block_max_k is not None and self.block_max_k < 1:
-            yield "block_max_k", f"must be ≥ 1 (or none: no cap), got {self.block_max_k!r}"
-        if self.track_threshold is not None and not 0 < self.track_threshold <= self.critical_threshold:
-            yield "track_threshold", (f"must be in (0, critical_threshold = {self.critical_threshold}] (or none), "
-                                      f"got {self.track_threshold!r}")
-        if not 0 <= self.active_rtol < 1:
-            yield "active_rtol", f"must be in [0, 1), got {self.active_rtol!r}"
+        # the rules live in selfstab.rules: track()'s keyword options of the same names obey them too
+        yield from track_problems(vars(self))
 
 
 @dataclass

@@ -66,6 +66,7 @@ from .records import RunDir, load_run
 from .records.reading import read_latest_checkpoint
 from .spectrum import EigenTracker, default_tol
 from .train import gd_run, gd_to_edge
+from .wording import plural
 
 
 def as_config(config: RunConfig | dict) -> RunConfig:
@@ -174,7 +175,8 @@ def train_phase(cfg: RunConfig, run: RunDir, problem: Problem | None = None, res
     seconds = time.perf_counter() - start
     if fixed:
         run.write_summary({"lr": lr, "parameters": obj.dim, "seconds_train": seconds, "reached_edge": False,
-                           "stop_reason": f"trained {cfg.train.max_steps} steps ({cfg.train.schedule} step size)"})
+                           "stop_reason": f"trained {plural(cfg.train.max_steps, 'step')} "
+                                          f"({cfg.train.schedule} step size)"})
         state = {"phase": "edge", "theta0": None, "onset_step": None, "reached": False, "warm": None, "fixed": True}
         _checkpoint(run, cfg.train.max_steps, state)
         return state

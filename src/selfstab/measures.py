@@ -15,10 +15,31 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .figures.style import column, lr_of, moving_average, onset, sharpness_two_step
+from .figures.style import MOVING_WINDOW, column, lr_of, moving_average, onset, sharpness_two_step
 from .records import Run
 
-__all__ = ["key_numbers", "regimes", "relative_error", "status_note"]
+__all__ = ["AGREEMENT", "MIN_TRACKED_STEPS", "key_numbers", "regimes", "relative_error", "status_note", "too_few_steps"]
+
+# Fewest tracked steps whose agreement numbers mean anything: two windows of the 10-step moving average
+# (the central flow's comparison) and, for Theorem 1, several oscillation cycles.  From fewer, a median
+# relative error of 6e-06 or a distance of 0 says only that the processes have not had time to part.
+MIN_TRACKED_STEPS = 2 * MOVING_WINDOW
+
+# The key numbers that measure how well a prediction (or trajectory) follows GD over the tracked steps;
+# the regimes' ``regime_k{k}_…_rel_err`` keys count too.
+AGREEMENT = ("median_rel_err_loss", "max_rel_err_loss", "median_rel_err_sharpness", "max_rel_err_sharpness",
+             "median_dist_gd", "generalized_median_rel_err_loss", "generalized_max_rel_err_loss",
+             "generalized_median_rel_err_sharpness", "generalized_max_rel_err_sharpness",
+             "generalized_median_dist_gd", "median_dist_constrained", "gd_dist_constrained_end", "flow_dist_gd_end",
+             "flow_dist_constrained_end", "central_median_rel_err_loss", "central_max_rel_err_loss",
+             "central_dist_gd_end", "kconstrained_dist_gd_end", "kconstrained_median_dist_gd")
+
+
+def too_few_steps(tracked: int | None, min_steps: int = MIN_TRACKED_STEPS) -> str | None:
+    """What a report shows instead of an agreement number from fewer than ``min_steps`` tracked steps."""
+    if tracked is None or tracked >= min_steps:
+        return None
+    return f"too few steps ({tracked} tracked; at least {min_steps} needed)"
 
 
 def relative_error(pred: pd.Series | None, ref: pd.Series | None) -> pd.Series | None:
@@ -85,7 +106,7 @@ def status_note(run: Run) -> str | None:
             f"`selfstab resume {run.path}` continues it")
 
 
-def key_numbers(run: Run) -> dict[str, Any]:
+def key_numbers(run: Run, min_steps: int = MIN_TRACKED_STEPS) -> dict[str, Any]:
     """The headline numbers of a run, from its summary and records; None where not available.
 
     Theorem 1 errors compare, over the tracked steps where both are recorded,
@@ -98,6 +119,10 @@ def key_numbers(run: Run) -> dict[str, Any]:
     ``η·λ₂(θ†)`` of ``diagnostics.lambda2`` (measured every ``track.diagnostics_every`` steps), to be
     read against ``stop_lambda2`` (``track.stop_lambda2`` of the config).  Costs are means per
     tracked step (seconds from ``cost.seconds``, else ``timing.seconds``).
+
+    A run tracked for fewer than ``min_steps`` steps (default :data:`MIN_TRACKED_STEPS`) has, instead of
+    each recorded agreement number (:data:`AGREEMENT`, the regimes' errors), the text "too few steps
+    (N tracked; at least M needed)": one step of GD and θ† barely apart is not agreement.
     """
     s = run.summary
     step0, sharp0 = onset(run)
@@ -147,6 +172,11 @@ def key_numbers(run: Run) -> dict[str, Any]:
         "seconds_track": _num(s.get("seconds_track")),
     })
     out.update(_several(run))
+    few = too_few_steps(out["tracked_steps"], min_steps)
+    if few is not None:
+        for key, value in out.items():
+            if value is not None and (key in AGREEMENT or (key.startswith("regime_k") and key.endswith("rel_err"))):
+                out[key] = few
     return out
 
 

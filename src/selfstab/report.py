@@ -19,10 +19,10 @@ from typing import Any, Iterator
 
 from .errors import ConfigError
 from .figures.style import MOVING_WINDOW, png_bytes, run_title
-from .measures import key_numbers, regimes, relative_error, status_note
+from .measures import MIN_TRACKED_STEPS, key_numbers, regimes, relative_error, status_note
 from .records import Run, load_run
 
-__all__ = ["KEY_LABELS", "key_numbers", "regimes", "relative_error", "status_note", "write_report"]
+__all__ = ["KEY_LABELS", "comparison_path", "key_numbers", "regimes", "relative_error", "status_note", "write_report"]
 
 
 # The order and wording of the key numbers in a report.
@@ -100,13 +100,25 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _figures(run: Run) -> Iterator[tuple[str, str, Any]]:
+def _figures(run: Run, notes: list[str]) -> Iterator[tuple[str, str, Any]]:
     """``(stem, caption, figure)`` of each figure whose records this run has (the registry decides),
-    drawn one at a time."""
+    drawn one at a time; ``notes`` gets one line for each figure left out, saying why."""
     from .figures.registry import render
 
-    for stem, caption, _, fig in render(run):
+    for stem, caption, _, fig in render(run, on_note=notes.append):
         yield stem, caption, fig
+
+
+def _not_drawn_html(notes: list[str]) -> str:
+    """The figures (or runs of a figure) left out and why, after those drawn: the page leads with what applies."""
+    if not notes:
+        return ""
+    items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    return f"\n<h3>Left out</h3>\n<ul class=\"skipped\">{items}</ul>"
+
+
+def _not_drawn_md(notes: list[str]) -> list[str]:
+    return ["### Left out", "", *(f"- {n}" for n in notes), ""] if notes else []
 
 
 def _config_text(run: Run) -> str:
@@ -135,13 +147,14 @@ def _md_note(run: Run) -> list[str]:
     return [] if note is None else [f"> **{note[0].upper() + note[1:]}.**", ""]
 
 
-def _html(run: Run, numbers: dict, images: list[tuple[str, str, bytes]]) -> str:
+def _html(run: Run, numbers: dict, images: list[tuple[str, str, bytes]], notes: list[str]) -> str:
     e = html.escape
     rows = "\n".join(f"<tr><td>{e(label)}</td><td>{e(_fmt(v))}</td></tr>" for label, v in _rows(numbers))
     figs = "\n".join(
         f'<figure id="{e(stem)}"><img alt="{e(caption)}" src="data:image/png;base64,'
         f'{base64.b64encode(data).decode("ascii")}"><figcaption>{e(caption)}</figcaption></figure>'
         for stem, caption, data in images) or "<p>No records to plot.</p>"
+    figs += _not_drawn_html(notes)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>selfstab run {e(Path(run.path).name)}</title>
@@ -152,7 +165,8 @@ def _html(run: Run, numbers: dict, images: list[tuple[str, str, bytes]]) -> str:
 <p>{e(run_title(run))}, η = {e(_fmt(numbers.get("lr")))}</p>
 {_html_note(run)}<h2>Key numbers</h2>
 <p>Computed from the records; relative errors are |prediction − GD| / |GD| over the tracked steps where both
-were recorded; — : not known.  Numbers that were not recorded are left out.</p>
+were recorded; — : not known.  Numbers that were not recorded are left out; agreement with GD from fewer
+than {MIN_TRACKED_STEPS} tracked steps is shown as "too few steps".</p>
 <table>
 {rows}
 </table>
@@ -164,15 +178,17 @@ were recorded; — : not known.  Numbers that were not recorded are left out.</p
 """
 
 
-def _markdown(run: Run, numbers: dict, images: list[tuple[str, str, str]]) -> str:
+def _markdown(run: Run, numbers: dict, images: list[tuple[str, str, str]], notes: list[str]) -> str:
     lines = [f"# selfstab run `{run.path}`", "", f"{run_title(run)}, η = {_fmt(numbers.get('lr'))}", "",
              *_md_note(run), "## Key numbers", "",
              "Computed from the records; relative errors are |prediction − GD| / |GD| over the tracked steps where "
-             "both were recorded; — : not known.  Numbers that were not recorded are left out.", "",
+             "both were recorded; — : not known.  Numbers that were not recorded are left out; agreement with GD "
+             f"from fewer than {MIN_TRACKED_STEPS} tracked steps is shown as \"too few steps\".", "",
              "| | |", "|---|---:|"]
     lines += [f"| {label} | {_fmt(v)} |" for label, v in _rows(numbers)]
     lines += ["", "## Figures", ""]
     lines += [f"![{caption}]({name})\n\n*{caption}*\n" for _, caption, name in images] or ["No records to plot.", ""]
+    lines += _not_drawn_md(notes)
     lines += ["## Config", "", "```toml", _config_text(run).rstrip("\n"), "```", ""]
     return "\n".join(lines)
 
@@ -234,7 +250,6 @@ def _compare_html(runs: list[Run], numbers: list[dict], diffs, images, notes: li
         f'<figure id="{e(stem)}"><img alt="{e(caption)}" src="data:image/png;base64,'
         f'{base64.b64encode(data).decode("ascii")}"><figcaption>{e(caption)}</figcaption></figure>'
         for stem, caption, data in images) or "<p>None of the combined figures can be drawn from these records.</p>"
-    note_list = "".join(f"<li>{e(n)}</li>" for n in notes)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>selfstab: {e(", ".join(names))}</title>
@@ -252,8 +267,7 @@ def _compare_html(runs: list[Run], numbers: list[dict], diffs, images, notes: li
 {rows}
 </table>
 <h2>Figures</h2>
-{f"<ul>{note_list}</ul>" if notes else ""}
-{figs}
+{figs}{_not_drawn_html(notes)}
 </body></html>
 """
 
@@ -272,9 +286,10 @@ def _compare_markdown(runs: list[Run], numbers: list[dict], diffs, images, notes
               if diffs else ["The runs have the same config (apart from out).", ""])
     lines += ["## Key numbers", "", _COMBINED_NOTE, "", *head]
     lines += [f"| {label} | " + " | ".join(_fmt(v) for v in vals) + " |" for label, vals in _compare_rows(numbers)]
-    lines += ["", "## Figures", ""] + [f"- {n}" for n in notes] + ([""] if notes else [])
+    lines += ["", "## Figures", ""]
     lines += [f"![{caption}]({name})\n\n*{caption}*\n" for _, caption, name in images] or \
         ["None of the combined figures can be drawn from these records.", ""]
+    lines += _not_drawn_md(notes)
     return "\n".join(lines)
 
 
@@ -290,9 +305,9 @@ def write_report(run_dir: str | os.PathLike | Run | list, out: str | os.PathLike
 
     ``fmt="html"``: one self-contained page (default ``RUN/report.html``); ``fmt="md"``:
     Markdown (default ``RUN/report.md``) with the figures as ``<stem>_<figure>.png`` beside it.
-    ``run_dir`` a list of several runs: one page comparing them (default ``compare.html`` or
-    ``compare.md`` beside the first run).  A path that is not a run directory raises
-    :class:`~selfstab.errors.ConfigError`, before anything is written.
+    ``run_dir`` a list of several runs: one page comparing them (default beside the first run, named
+    by the runs compared, :func:`comparison_path`: comparing other runs writes another page).  A path that
+    is not a run directory raises :class:`~selfstab.errors.ConfigError`, before anything is written.
     """
     if fmt not in ("html", "md"):
         raise ConfigError(f"report: format must be html or md, got {fmt!r}")
@@ -306,22 +321,38 @@ def write_report(run_dir: str | os.PathLike | Run | list, out: str | os.PathLike
     out = Path(out) if out is not None else Path(run.path) / f"report.{fmt}"
     _out_folder(out)
     numbers = key_numbers(run)
+    notes: list[str] = []
     if fmt == "html":
-        images = [(stem, caption, png_bytes(fig)) for stem, caption, fig in _figures(run)]
-        text = _html(run, numbers, images)
+        images = [(stem, caption, png_bytes(fig)) for stem, caption, fig in _figures(run, notes)]
+        text = _html(run, numbers, images, notes)
     else:
         images = []
-        for stem, caption, fig in _figures(run):
+        for stem, caption, fig in _figures(run, notes):
             name = f"{out.stem}_{stem}.png"
             (out.parent / name).write_bytes(png_bytes(fig, dpi=130))
             images.append((stem, caption, name))
-        text = _markdown(run, numbers, images)
+        text = _markdown(run, numbers, images, notes)
     out.write_text(text, encoding="utf-8")
     return out
 
 
+def comparison_path(runs: list[Run], fmt: str = "html") -> Path:
+    """Where the comparison of ``runs`` goes by default: beside the first run, named by the runs compared
+    (``compare-lr0.1-lr0.2.html``), so comparing other runs never replaces this page; a name that would be
+    long becomes ``compare-<first>-and-<n-1>-more-<hash>``.  Only the same comparison, redone, writes it again."""
+    import hashlib
+    import re
+
+    names = [re.sub(r"[^\w.+=-]", "_", Path(r.path).name) for r in runs]
+    stem = "compare-" + "-".join(names)
+    if len(stem) > 80 or len(set(names)) < len(names):   # long, or runs of the same name in other folders
+        digest = hashlib.sha1("\n".join(str(Path(r.path).resolve()) for r in runs).encode()).hexdigest()[:8]
+        stem = f"compare-{names[0][:40]}-and-{len(runs) - 1}-more-{digest}"
+    return Path(runs[0].path).parent / f"{stem}.{fmt}"
+
+
 def _write_comparison(runs: list[Run], out: str | os.PathLike | None, fmt: str) -> Path:
-    out = Path(out) if out is not None else Path(runs[0].path).parent / f"compare.{fmt}"
+    out = Path(out) if out is not None else comparison_path(runs, fmt)
     _out_folder(out)
     numbers = [key_numbers(r) for r in runs]
     diffs = _config_differences(runs)

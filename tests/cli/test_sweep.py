@@ -144,3 +144,21 @@ def test_progress_text_reads_the_last_recorded_step(tmp_path):
     rd.recorder("gd").append(1, loss=0.4)
     rd.flush()
     assert sweep.progress_text(cfg.out, cfg) == "track step 2/6"
+
+
+def test_resume_with_more_tracked_steps_extends_the_runs_as_resume_does(tmp_path, capsys):
+    """§4.7: `sweep --resume` with a larger track.steps was refused as another config, though `selfstab resume RUN
+    --track.steps N` extends a run; the sweep now extends each run under the same rule."""
+    out = tmp_path / "sweep"
+    sweep_args = ["sweep", "--lrs", "0.5", "--out", str(out), *TINY, "--quiet"]
+    assert main(sweep_args) == 0
+    assert load_run(out / "lr0.5").summary["tracked_steps"] == 6
+    capsys.readouterr()
+    assert main([*sweep_args, "--resume", "--track.steps", "9"]) == 0
+    run = load_run(out / "lr0.5")
+    assert run.summary["tracked_steps"] == 9 and len(run["gd"]) == 9 and run.config["track"]["steps"] == 9
+    assert [(e["from"], e["to"]) for e in run.summary["extensions"]] == [(6, 9)]   # noted as resume notes it
+    before = _snapshot(out)
+    assert main([*sweep_args, "--resume", "--track.steps", "7"]) == 2   # only up, as resume says
+    assert "track.steps can only grow" in _one_line(capsys.readouterr().err)
+    assert _snapshot(out) == before

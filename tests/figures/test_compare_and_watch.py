@@ -49,7 +49,7 @@ def test_comparison_page_has_one_column_per_run_and_the_combined_figures(two, tm
 
     monkeypatch.setattr(report_mod, "png_bytes", spy)
     out = write_report([r.path for r in two])
-    assert out == tmp_path / "compare.html"
+    assert out == tmp_path / "compare-lr0.02-lr0.01.html"   # named by the runs compared
     text = out.read_text(encoding="utf-8")
     assert "<tr><th></th><th>lr0.02</th><th>lr0.01</th></tr>" in text
     k = [key_numbers(r) for r in two]
@@ -174,3 +174,16 @@ def test_plot_and_report_into_a_read_only_run_name_the_path_and_offer_out(make_r
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     where = run.path / "figures" if command == ["plot"] else run.path
     assert err == f"selfstab {command[0]}: error: cannot write {where} (read-only file system); {fix}"
+
+
+def test_comparing_other_runs_does_not_replace_an_earlier_comparison(make_run, tmp_path, capsys):
+    """§4.7: `report A B` then `report A C` wrote both to compare.html, the first silently lost."""
+    a, b, c = (make_run(tmp_path / name, lr=lr, steps=40) for name, lr in (("a", 0.02), ("b", 0.01), ("c", 0.015)))
+    assert main(["report", str(a.path), str(b.path)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'compare-a-b.html'}"
+    first = (tmp_path / "compare-a-b.html").read_text(encoding="utf-8")
+    assert main(["report", str(a.path), str(c.path)]) == 0
+    assert (tmp_path / "compare-a-b.html").read_text(encoding="utf-8") == first
+    assert (tmp_path / "compare-a-c.html").is_file()
+    assert main(["report", str(a.path), str(b.path)]) == 0   # the same comparison, redone: replaced, and said
+    assert "replacing the page written before for the same comparison" in capsys.readouterr().out

@@ -16,7 +16,8 @@ from selfstab.figures.registry import FIGURES, available, draw_figures, missing,
 from selfstab.figures.style import pyplot
 from selfstab.records import RunDir, load_run
 
-TRACK_NEED = "figure 4 needs tracked records (gd, constrained, predicted, generalized, flow)"
+TRACK_NEED = ("figure 4 needs tracked records of the predictions, θ† or gradient flow (predicted, generalized, "
+              "constrained, flow)")
 
 
 def _stems(folder):
@@ -60,8 +61,8 @@ def test_parse_names():
 
 
 def test_draw_figures_layout(make_run, tmp_path):
-    a = make_run(tmp_path / "sweep" / "a", lr=0.02, processes=("train", "gd"), steps=40)
-    b = make_run(tmp_path / "sweep" / "b", lr=0.01, processes=("train", "gd"), steps=40)
+    a = make_run(tmp_path / "sweep" / "a", lr=0.02, processes=("train", "gd", "predicted"), steps=40)
+    b = make_run(tmp_path / "sweep" / "b", lr=0.01, processes=("train", "gd", "predicted"), steps=40)
     notes = []
     paths = draw_figures([a, b], names=None, out=tmp_path / "o", on_note=notes.append)
     assert _stems(tmp_path / "o") == sorted(["a", "b", *_files("figure4", "figure4_zoom", "figure6")])

@@ -97,3 +97,15 @@ def test_not_reached_within_max_steps():
         res = gd_to_edge(obj, 0.1, max_steps=100)
     assert not res.reached and res.step == 100
     assert math.isclose(float(res.theta0[1]), 0.1 * 0.37 * 100, rel_tol=1e-12)
+
+
+def test_the_progress_bar_shows_no_sharpness_that_the_past_the_edge_error_contradicts():
+    """§4.8: `train --lr 50` showed S=1591 (the midpoint of a wild first step) just before the error said
+    S(θ_init) = 2.734; the refusal comes before the step is shown."""
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 5), torch.randn(40, 3)
+    obj = Objective.from_module(nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 3)), x, y, "mse", dtype=F64)
+    shown = []
+    with pytest.raises(ConfigError, match="past the edge") as info:
+        gd_to_edge(obj, 50.0, progress=lambda t, rec: shown.append(rec.get("sharpness")))
+    assert all(s is None or f"{s:.4g}" in str(info.value) for s in shown), (shown, str(info.value))

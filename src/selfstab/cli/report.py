@@ -8,7 +8,7 @@ from pathlib import Path
 
 def _report(args) -> int:
     from ..records import load_run
-    from ..report import status_note, write_report
+    from ..report import comparison_path, status_note, write_report
 
     fmt = args.format or ("md" if args.out is not None and args.out.suffix.lower() == ".md" else "html")
     runs = [load_run(p) for p in args.runs]   # every one checked before anything is written
@@ -16,7 +16,10 @@ def _report(args) -> int:
         note = status_note(run)
         if note is not None:
             print(f"{run.path}: {note}" if len(runs) > 1 else note)
-    print(f"wrote {write_report(runs if len(runs) > 1 else runs[0], args.out, fmt=fmt)}")
+    target = args.out if args.out is not None or len(runs) == 1 else comparison_path(runs, fmt)
+    again = len(runs) > 1 and args.out is None and target.exists()
+    written = write_report(runs if len(runs) > 1 else runs[0], args.out, fmt=fmt)
+    print(f"wrote {written}" + (" (replacing the page written before for the same comparison)" if again else ""))
     return 0
 
 
@@ -36,5 +39,5 @@ def register(subparsers) -> None:
                    help="html (self-contained, default) or md (default: from --out's suffix)")
     p.add_argument("--out", type=Path, default=None, metavar="FILE",
                    help="report file (default: RUN/report.html or RUN/report.md; with several runs "
-                        "compare.html or compare.md beside the first)")
+                        "compare-RUN1-RUN2….html (or .md) beside the first, named by the runs compared)")
     p.set_defaults(func=_report)

@@ -25,7 +25,8 @@ import sys
 from datetime import datetime, timezone
 
 from ..config import RunConfig, diff_configs, from_dict, load_config
-from ..errors import ConfigError
+from ..errors import ConfigError, NotWritableError
+from ..wording import plural
 from . import keys
 
 # The config keys each command may change on an existing run (dotted keys, or sections whose keys all count);
@@ -112,7 +113,8 @@ def _report(run) -> None:
               f"≥ 2/η = {2 / s['lr']:.6g} (loss {s['onset_loss']:.4g}{seconds})", file=out)
     if "tracked_steps" in s:
         seconds = f" ({s['seconds_track']:.1f} s)" if s.get("seconds_track") is not None else ""
-        print(f"tracked {s['tracked_steps']} steps from the edge{seconds}; stopped: {s['stop_reason']}", file=out)
+        print(f"tracked {plural(s['tracked_steps'], 'step')} from the edge{seconds}; stopped: {s['stop_reason']}",
+              file=out)
     elif s.get("stop_reason"):
         print(f"stopped: {s['stop_reason']}", file=out)
     for part in s.get("theory", ()):   # which theory held over which tracked steps
@@ -122,9 +124,12 @@ def _report(run) -> None:
 
 def _figures(run) -> None:
     from ..figures.registry import draw_figures
-    paths = draw_figures(run.path, out=run.path / "figures")
+    notes: list[str] = []
+    paths = draw_figures(run.path, out=run.path / "figures", on_note=notes.append)
     if paths:
         print(f"figures: {', '.join(p.name for p in paths if p.suffix == '.png')} in {run.path / 'figures'}")
+    for line in notes if "tracked_steps" in run.summary else ():   # a trained-only run lacks them all, by design
+        print(line)
 
 
 def _new_run(args, train_only: bool) -> int:
@@ -142,6 +147,7 @@ def _track_into(args) -> int:
     """``selfstab track RUN --out NEW``: RUN's training, tracked with other settings in NEW."""
     from ..experiment import check_cli_can_continue, track_into
     from ..records import load_run
+    from ..records.writable import not_writable
 
     source = load_run(args.run)
     check_cli_can_continue(args.run, source.summary, "track")
@@ -151,7 +157,12 @@ def _track_into(args) -> int:
     if changed:
         raise ConfigError(f"track: only track.* settings can change after training; {changed[0]} differs "
                           f"(start a new run with selfstab run)")
-    run = track_into(args.run, cfg, overwrite=args.overwrite)
+    try:
+        run = track_into(args.run, cfg, overwrite=args.overwrite)
+    except NotWritableError as exc:   # RunDir's fix names the config key `out`, which `track` does not read
+        if exc.path is None or not isinstance(exc.__context__, OSError):
+            raise
+        raise not_writable(exc.path, exc.__context__, "choose a writable folder with --out NEW") from None
     if _main_rank():
         _report(run)
         _figures(run)
@@ -199,13 +210,7 @@ def _resume(args) -> int:
             raise ConfigError(f"resume: the config changed ({changed[0]}); a resumed run must keep its config "
                               f"(resume accepts {', '.join(RESUME_KEYS)}) — start a new run instead")
         if new.track.steps != old.track.steps:
-            _check_extension(run, old.track.steps, new.track.steps)
-            history = [*run.summary.get("extensions", []),
-                       {"key": "track.steps", "from": old.track.steps, "to": new.track.steps,
-                        "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
-            run.update_config(new, notes=["extended: " + ", ".join(
-                f"track.steps {h['from']} → {h['to']} ({h['time']})" for h in history)])
-            run.write_summary({"extensions": history})
+            extend(run, old, new)
         elif diff_configs(old, new):
             run.update_config(new, notes=_notes(run))
     execute(run)
@@ -215,17 +220,29 @@ def _resume(args) -> int:
     return 0
 
 
+def extend(run, old: RunConfig, new: RunConfig) -> None:
+    """Extend ``run`` (a RunDir) from ``old.track.steps`` to ``new.track.steps`` under :func:`check_extension`'s
+    rule, noting it in ``config.toml`` and the summary's ``extensions`` (``resume`` and ``sweep --resume``)."""
+    check_extension(run, old.track.steps, new.track.steps)
+    history = [*run.summary.get("extensions", []),
+               {"key": "track.steps", "from": old.track.steps, "to": new.track.steps,
+                "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
+    run.update_config(new, notes=["extended: " + ", ".join(
+        f"track.steps {h['from']} → {h['to']} ({h['time']})" for h in history)])
+    run.write_summary({"extensions": history})
+
+
 def _notes(run) -> list[str]:
     history = run.summary.get("extensions", [])
     return ["extended: " + ", ".join(f"track.steps {h['from']} → {h['to']} ({h['time']})" for h in history)] \
         if history else []
 
 
-def _check_extension(run, old: int, new: int) -> None:
+def check_extension(run, old: int, new: int) -> None:
     """``track.steps`` may only grow, and only on a run that tracking did not stop for another reason."""
     if new < old:
-        raise ConfigError(f"resume: track.steps can only grow (this run tracks {old} steps, asked for {new}); to "
-                          f"track fewer steps, read the first {new} rows of its records")
+        raise ConfigError(f"resume: track.steps can only grow (this run tracks {plural(old, 'step')}, asked for "
+                          f"{new}); to track fewer steps, read the first {new} rows of its records")
     from ..records.reading import read_latest_checkpoint
     latest = read_latest_checkpoint(run.path)
     state = None if latest is None else latest["state"]

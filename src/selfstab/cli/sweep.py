@@ -9,7 +9,9 @@ uses a 2-core machine fully without oversubscribing it.
 A folder that already holds runs is checked before anything runs, as ``selfstab
 run`` does: a run of another config is refused (naming the first key that
 differs) unless ``--overwrite``; runs of the same config are continued with
-``--resume``.  While the runs go, the parent prints one line per run whenever
+``--resume``, and ``--resume`` with a larger ``--track.steps`` extends them as
+``selfstab resume RUN --track.steps N`` does (the same rule: only up, not a run
+that stopped early).  While the runs go, the parent prints one line per run whenever
 its recorded progress moves (it reads each run's files every few seconds);
 ``--quiet`` silences those lines.
 """
@@ -28,6 +30,7 @@ from pathlib import Path
 from ..config import RunConfig, load_config
 from ..errors import ConfigError, SelfstabError
 from . import keys
+from .run import RESUME_KEYS, check_extension, extend
 
 # --help's description: plain text (no reST), one paragraph per item, wrapped to the terminal when shown
 DESCRIPTION = (
@@ -37,8 +40,8 @@ DESCRIPTION = (
     "them). Parallel runs are separate processes (--jobs), each with its share of the CPU threads, so --jobs 2 "
     "uses a 2-core machine fully without oversubscribing it. Config overrides (--key value) apply to every run.",
     "A folder that already holds runs of another config is refused (pass --overwrite to replace them); runs of "
-    "the same config are continued with --resume. One progress line per run is printed as it goes (--quiet: "
-    "none).",
+    "the same config are continued with --resume (with a larger --track.steps: extended, as resume does). One "
+    "progress line per run is printed as it goes (--quiet: none).",
 )
 
 POLL_SECONDS = 5.0   # how often the parent reads the runs' files for the progress lines
@@ -46,7 +49,8 @@ IGNORED = ("out", "quiet", "flush_seconds")   # config keys a run of the sweep m
 
 
 def _one(cfg_dict: dict, train_only: bool, threads: int | None, mode: str = "new") -> tuple[str, str]:
-    """Run one config: ``mode`` "new" (an empty or absent folder), "overwrite" or "resume"."""
+    """Run one config: ``mode`` "new" (an empty or absent folder), "overwrite", "resume" or "extend" (resume
+    with more tracked steps)."""
     import torch
 
     from ..config import from_dict
@@ -56,8 +60,11 @@ def _one(cfg_dict: dict, train_only: bool, threads: int | None, mode: str = "new
         torch.set_num_threads(threads)
     cfg = from_dict(RunConfig, cfg_dict)
     try:
-        if mode == "resume":
-            run = execute(RunDir.open(cfg.out), train_only=train_only)
+        if mode in ("resume", "extend"):
+            run = RunDir.open(cfg.out)
+            if mode == "extend":   # more tracked steps: as `selfstab resume RUN --track.steps N` does
+                extend(run, from_dict(RunConfig, run.config), cfg)
+            run = execute(run, train_only=train_only)
         else:
             run = start(cfg, overwrite=mode == "overwrite", train_only=train_only)
         return cfg.out, run.summary.get("stop_reason", "done")
@@ -154,7 +161,10 @@ def plan(configs: list[RunConfig], train_only: list[bool], overwrite: bool, resu
             continue
         stored, planned = _stored_config(path), to_dict(cfg)
         changed = diff_configs(stored, planned, ignore=IGNORED)
-        if changed:
+        extension = resume and changed and all(keys.accepts(k, RESUME_KEYS) for k in changed)
+        if extension:   # a larger track.steps extends the run, under resume's rule (only up, not stopped early)
+            check_extension(load_run(path), _value(stored, "track.steps"), cfg.track.steps)
+        elif changed:
             key = changed[0]
             old, new = _value(stored, key), _value(planned, key)
             more = f" and {len(changed) - 1} more key{'s' if len(changed) > 2 else ''}" if len(changed) > 1 else ""
@@ -166,10 +176,10 @@ def plan(configs: list[RunConfig], train_only: list[bool], overwrite: bool, resu
             raise ConfigError(f"--out: {path} is being written right now (pid {_summary(path).get('pid')}); "
                               f"wait for it to finish or stop it, then pass --resume")
         existing.append(path.name)
-        done = finished(path, t_only)
+        done = finished(path, t_only) and not extension
         if not done:
             unfinished.append(path.name)
-        modes.append("done" if done else "resume")
+        modes.append("done" if done else "extend" if extension else "resume")
     if existing and not (resume or overwrite):
         what = (f"{len(unfinished)} of them unfinished: {', '.join(unfinished[:3])}"
                 f"{', …' if len(unfinished) > 3 else ''}" if unfinished else "all finished")

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..wording import plural
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -66,7 +67,7 @@ def _scale_invariance(args) -> int:
     df.to_csv(csv, index=False)
     edge = df.attrs["edge_step"]
     if edge is None:
-        print(f"note: S stayed below 2/η = {2 / args.lr:g} for all {args.steps} steps (no edge reached)")
+        print(f"note: S stayed below 2/η = {2 / args.lr:g} for all {plural(args.steps, 'step')} (no edge reached)")
     else:
         post = df.iloc[edge:]
         print(f"edge at step {edge}: mean S·η/2 after it {post['sharpness_ratio'].mean():.4f}; normalized "

@@ -175,7 +175,9 @@ def make_figure5(run):
         if not lr > 0:
             continue
         level = REACHED * 2.0 / lr
-        at = _first_at_least(train_s.dropna(), level) if i == 0 and train_s is not None else None
+        # λ₁ reaches 2/η at the run's onset (the summary's midpoint rule), not where its records first come
+        # within REACHED of it: Figure 1 and the summary name the same step
+        at = step0 if i == 0 else None
         if at is None:
             at = _first_at_least(s, level)
             at = None if at is None else at + shift

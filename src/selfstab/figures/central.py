@@ -22,6 +22,13 @@ from .style import (MOVING_WINDOW, column, finish_empty, lr_label, moving_averag
                     run_title, save)
 
 
+def _subjects(run) -> str:
+    """The title's processes: GD and those of the central flow and θ†_k that the run tracked."""
+    names = ["GD"] + [name for process, name in (("central", "the central flow"), ("kconstrained", "θ†_k"))
+                      if process in run.records and len(run.records[process])]
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+
+
 def make_central(run):
     """The central-flow figure of ``run`` (module docstring); returns the matplotlib Figure."""
     plt = pyplot()
@@ -80,8 +87,7 @@ def make_central(run):
     for ax in (ax_loss, ax_k, ax_d):   # beside the panel: inside, a long run's curves run under it
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
-    fig.suptitle(f"Several unstable eigenvalues: GD, the central flow and θ†_k — {lr_label(run)}, "
-                 f"{run_title(run)}", fontsize=10)
+    fig.suptitle(f"Several unstable eigenvalues: {_subjects(run)} — {lr_label(run)}, {run_title(run)}", fontsize=10)
     return fig
 
 

@@ -6,9 +6,12 @@ function.  Importing this module imports neither matplotlib nor the drawing modu
 imported when a figure is drawn.
 
 A figure needs some records (:class:`Need`): any one of its ``sources`` — a process table
-(``"gd"``) or one column of it (``"train.test_accuracy"``) with a finite value.  A figure asked for
-by name whose run has none of them is an error that says what is missing and how to get it;
-by default (no names) such figures are skipped, with the same sentence as a note.
+(``"gd"``) or one column of it (``"train.test_accuracy"``) with a finite value.  The sources are the
+processes the figure is *about*: Figure 4 (GD against the predictions) needs one of the predictions,
+θ† or gradient flow, not GD alone, so a run tracked with ``gd,central`` does not get a Figure 4 of
+empty panels.  A figure asked for by name whose run has none of them is an error that says what is
+missing and how to get it; by default (no names) such figures are skipped, with the same sentence
+as a note, and the figures drawn come first (a report lists the skipped ones after them).
 """
 
 from __future__ import annotations
@@ -30,11 +33,13 @@ TRACKED = ("gd", "predicted", "generalized", "constrained", "flow")
 class Need:
     """The records a figure needs: any one of ``sources`` (``"table"`` or ``"table.column"``).
 
-    ``what`` names them for a person, ``fix`` says how to get them (``RUN`` stands for the run)."""
+    ``what`` names them for a person, ``fix`` says how to get them (``RUN`` stands for the run);
+    ``tracked_fix``, if given, replaces ``fix`` for a run that was tracked without them."""
 
     sources: tuple[str, ...]
     what: str
     fix: str
+    tracked_fix: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,25 +100,31 @@ def _figure6(runs, **_):
 
 
 _TRACK = "run `selfstab track RUN`"
+_RETRACK = "track them into a new folder: `selfstab track RUN --out NEW --track.processes {}`"
+SINGLE = ("predicted", "generalized", "constrained", "flow")   # Figure 4's subject: GD against these
 FIGURES: dict[str, FigureSpec] = {spec.name: spec for spec in (
     FigureSpec("1", "progressive sharpening to the edge",
                Need(("train",), "training records (train)", "run `selfstab resume RUN` to train it"),
                (Output("figure1", "Figure 1: progressive sharpening up to the edge of stability", _figure1),)),
     FigureSpec("4", "GD against the predictions",
-               Need(TRACKED, "tracked records (gd, constrained, predicted, generalized, flow)", _TRACK),
+               Need(SINGLE, "tracked records of the predictions, θ† or gradient flow (predicted, generalized, "
+                            "constrained, flow)", _TRACK, _RETRACK.format("gd,constrained,predicted,flow")),
                (Output("figure4", "Figure 4: GD, the predicted dynamics, θ† and gradient flow "
                                   "(shaded: the cycle of the zoom)", _figure4),
                 Output("figure4_zoom", "Figure 4, zoomed on one cycle", _figure4_zoom)),
                combined=True),
     FigureSpec("e", "the assumptions along θ†",
                Need(("diagnostics", "constrained.alpha", "constrained.epsilon"),
-                    "records along θ† (diagnostics, constrained)", _TRACK),
+                    "records along θ† (diagnostics, constrained)", _TRACK,
+                    _RETRACK.format("gd,constrained,diagnostics")),
                (Output("appendix_e", "Appendix E: the assumptions along θ† (ρ₃, ρ₄ are tensor-power-iteration "
                                      "estimates; markers: measured every track.diagnostics_every steps)",
                        _appendix_e),)),
     FigureSpec("5", "top eigenvalues of the Hessian",
-               Need(("diagnostics", "constrained.sharpness"), "eigenvalues along θ† (diagnostics, constrained)",
-                    _TRACK),
+               Need(("diagnostics", "constrained.sharpness", "kconstrained.lambda_1", "central.lambda_1"),
+                    "eigenvalues along θ†, θ†_k or the central flow (diagnostics, constrained, kconstrained, "
+                    "central)",
+                    _TRACK, _RETRACK.format("gd,constrained,diagnostics")),
                (Output("figure5", "Figure 5: top eigenvalues of the Hessian", _figure5),)),
     FigureSpec("6", "loss, test accuracy and sharpness per step size",
                Need(("train.test_accuracy",), "test accuracy during training (train.test_accuracy)",
@@ -123,7 +134,7 @@ FIGURES: dict[str, FigureSpec] = {spec.name: spec for spec in (
     FigureSpec("c", "several unstable eigenvalues: GD against the central flow and θ†_k",
                Need(("central",), "central-flow records (central)",
                     "track the central flow: `selfstab run --track.processes gd,constrained,predicted,flow,central,"
-                    "kconstrained,diagnostics`"),
+                    "kconstrained,diagnostics`", _RETRACK.format("gd,central")),
                (Output("central", "GD's loss and its 10-step moving average against the central flow's prediction "
                                   "L + tr(X)/η; k_crit and rank(X); distances to GD of the central flow, θ†_k and "
                                   "gradient flow", _central),)),
@@ -165,8 +176,8 @@ def missing(name: str, run) -> str | None:
         return None
     tables = [t for t, frame in run.records.items() if len(frame)]
     has = f"only {', '.join(tables)}" if tables else "no records yet"
-    return (f"figure {name} needs {spec.need.what}; this run has {has}: "
-            f"{spec.need.fix.replace('RUN', str(run.path))}")
+    fix = spec.need.tracked_fix if spec.need.tracked_fix and _has(run, "gd") else spec.need.fix
+    return f"figure {name} needs {spec.need.what}; this run has {has}: {fix.replace('RUN', str(run.path))}"
 
 
 def available(run) -> list[str]:

@@ -31,8 +31,9 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..problem.objective import Objective
-from .base import (SEVERAL_EIGENVALUES, Context, EpsilonFlag, Lambda2Central, Lambda2Flag, Lambda2Threshold, NonFinite, Process,
-                   PROVIDERS, Records, StepLimit, StopRule, out_of_bounds)
+from ..rules import track_problems
+from .base import (SEVERAL_EIGENVALUES, Context, EpsilonFlag, Lambda2Central, Lambda2Flag, Lambda2Threshold, NonFinite,
+                   Process, PROVIDERS, Records, StepLimit, StopRule, out_of_bounds)
 from .central import CentralFlow
 from .constrained import Constrained
 from .diagnostics import Diagnostics
@@ -95,9 +96,10 @@ def check_options(options: dict, extra: Sequence[str] = ()) -> None:
             raise ConfigError(f"track: unknown option {key!r}{hint} (options: {', '.join(valid)})")
 
 
-def default_processes(names: Iterable[str] | None = None, **options) -> list[Process]:
+def default_processes(names: Iterable[str] | None = None, *, api: bool = False, **options) -> list[Process]:
     """The processes called ``names`` (default: every process of :data:`PROCESSES` marked default), each
-    built with the ``options`` its constructor accepts (e.g. ``eig_tol=1e-8, flow_method="RK45"``)."""
+    built with the ``options`` its constructor accepts (e.g. ``eig_tol=1e-8, flow_method="RK45"``).
+    ``api``: the messages name :func:`track`'s keyword ``processes=`` instead of ``--track.processes``."""
     check_options(options)
     chosen = [n for n, cls in PROCESSES.items() if cls.default] if names is None else list(names)
     chosen = [n for n in chosen if options.pop(n, True) or n not in SWITCHES]   # flow=False leaves it out
@@ -105,16 +107,18 @@ def default_processes(names: Iterable[str] | None = None, **options) -> list[Pro
         if name not in PROCESSES:
             guess = difflib.get_close_matches(name, list(PROCESSES), n=1)
             hint = f"; did you mean {guess[0]!r}?" if guess else ""
-            raise ConfigError(f"track.processes: unknown process {name!r}{hint} "
+            raise ConfigError(f"{'processes' if api else 'track.processes'}: unknown process {name!r}{hint} "
                               f"(processes: {', '.join(PROCESSES)})")
     order = [n for n in PROCESSES if n in chosen]   # the registry's order is the stepping order
     for name in order:
         missing = [PROVIDERS[w] for w in PROCESSES[name].needs if w in PROVIDERS and PROVIDERS[w] not in order]
         if missing:
             need = sorted(set(missing))
-            raise ConfigError(f"track.processes: {name!r} needs the {' and '.join(map(repr, need))} process "
-                              f"(it reads their state every step); add it: "
-                              f"--track.processes {','.join(n for n in PROCESSES if n in order or n in need)}")
+            names_needed = [n for n in PROCESSES if n in order or n in need]
+            fix = f"processes={names_needed!r}" if api else f"--track.processes {','.join(names_needed)}"
+            raise ConfigError(f"{'processes' if api else 'track.processes'}: {name!r} needs the "
+                              f"{' and '.join(map(repr, need))} process{'es' if len(need) > 1 else ''} "
+                              f"(it reads their state every step); add {'them' if len(need) > 1 else 'it'}: {fix}")
     return [PROCESSES[n](**{k: v for k, v in options.items() if k in _accepted(PROCESSES[n])}) for n in order]
 
 
@@ -410,7 +414,12 @@ def check_edge(objective: Objective, theta0: Tensor, lr: float, warm: Tensor | N
     tracker = EigenTracker(1, tol=1e-6, on_fail="warn")
     if warm is not None:
         tracker.seed(warm.to(obj.theta0))
-    s = tracker.refresh(obj.at(theta0)).sharpness
+    point = obj.at(theta0)
+    loss = float(point.loss)
+    s = tracker.refresh(point).sharpness if math.isfinite(loss) else math.nan
+    if not math.isfinite(s):   # NaN data or weights, not a learning rate far from 2/S
+        raise ConfigError(f"theta0: L(θ₀) = {loss:.4g} and S(θ₀) = {s:.4g}: the objective's data (inputs, "
+                          f"targets) or θ₀ hold NaN or inf values; check them (the learning rate is not the cause)")
     ratio = s * lr / 2
     if not abs(ratio - 1) <= tol:
         where = "below" if ratio < 1 else "above"
@@ -418,6 +427,58 @@ def check_edge(objective: Objective, theta0: Tensor, lr: float, warm: Tensor | N
                           f"(allowed: {tol:.0%}); start from selfstab.gd_to_edge(objective, lr).theta0, or choose "
                           f"lr near 2/S(θ₀) = {2 / s:.4g}, or pass allow_off_edge=True to track from there anyway")
     return s
+
+
+def _option_defaults() -> dict:
+    """Each process option's default, as the processes' constructors declare it."""
+    out = {}
+    for cls in PROCESSES.values():
+        for p in inspect.signature(cls.__init__).parameters.values():
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty:
+                out.setdefault(p.name, p.default)
+    return out
+
+
+def check_option_values(options: dict) -> None:
+    """A one-line error for a keyword option whose value breaks the rule its ``track`` config key obeys
+    (:func:`selfstab.rules.track_problems`, the rule ``TrackConfig.validate`` applies too)."""
+    defaults, problems = _option_defaults(), []
+    for name, value in options.items():
+        try:
+            problems += [p for p in track_problems({**defaults, name: value}) if p[0] == name]
+        except TypeError:   # e.g. a string where a number belongs
+            raise ConfigError(f"track: {name} has the wrong type, got {value!r} (the keyword argument "
+                              f"{name}=)") from None
+    if problems:
+        name, why = problems[0]
+        raise ConfigError(f"track: {name} {why}")
+
+
+def _check_point(objective: Objective, theta0) -> Tensor:
+    """``theta0`` as a flat vector of the objective's length with finite entries, else a one-line error."""
+    if not isinstance(theta0, Tensor):
+        raise ConfigError(f"theta0: expected a torch tensor of {objective.dim} parameters, got "
+                          f"{type(theta0).__name__}")
+    if theta0.dim() != 1 or theta0.numel() != objective.dim:
+        raise ConfigError(f"theta0: expected a flat vector of length {objective.dim} (objective.dim), got shape "
+                          f"{tuple(theta0.shape)}; e.g. gd_to_edge(objective, lr).theta0")
+    bad = int((~torch.isfinite(theta0)).sum())
+    if bad:
+        raise ConfigError(f"theta0: {bad} of its {objective.dim} entries {'is' if bad == 1 else 'are'} NaN or inf; "
+                          f"pass a finite point (e.g. gd_to_edge(objective, lr).theta0)")
+    return theta0
+
+
+def _check_warm(objective: Objective, warm) -> Tensor:
+    """``warm`` as eigenvectors ``(d,)`` or ``(m, d)``, ``d = objective.dim``, else a one-line error."""
+    d = objective.dim
+    if not isinstance(warm, Tensor) or warm.dim() not in (1, 2) or warm.shape[-1] != d:
+        got = tuple(warm.shape) if isinstance(warm, Tensor) else type(warm).__name__
+        raise ConfigError(f"warm: expected eigenvectors of shape ({d},) or (m, {d}) (d = objective.dim), got {got}; "
+                          f"e.g. warm=gd_to_edge(objective, lr).eig.vectors, or leave it out")
+    if not bool(torch.isfinite(warm).all()):
+        raise ConfigError("warm: it holds NaN or inf values; pass finite eigenvectors, or leave it out")
+    return warm
 
 
 def track(objective: Objective, theta0: Tensor | None, lr: float, steps: int = 800, *,
@@ -446,18 +507,22 @@ def track(objective: Objective, theta0: Tensor | None, lr: float, steps: int = 8
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ConfigError(f"steps: the number of steps to track must be an int ≥ 0, got {steps!r}")
     check_options(options, extra=TRACK_KEYWORDS)
+    check_option_values(options)
     lr = check_lr(lr)
     rule_options = {k: options.pop(k) for k in RULE_OPTIONS if k in options}
     if lockstep is None:
         if theta0 is None:
             raise ConfigError("theta0: give the point to track from (or lockstep= to continue a run)")
+        theta0 = _check_point(objective, theta0)
+        if warm is not None:
+            warm = _check_warm(objective, warm)
         if not allow_off_edge:
             check_edge(objective, theta0, lr, warm, edge_tol)
         named = None if processes is None else [p if isinstance(p, str) else p.name for p in processes]
         if processes is None:   # the default set, decided at θ₀ (the central flow joins when λ₂ is at the edge)
             processes, _ = default_set(objective, theta0, lr, warm, rule_options.get("stop_lambda2", 1.9))
         if all(isinstance(p, str) for p in processes):
-            processes = default_processes(processes, **options)
+            processes = default_processes(processes, api=True, **options)
         elif options:
             raise ConfigError(f"track: options {', '.join(options)} apply to the default processes; set them on "
                               f"your process objects instead")

@@ -35,6 +35,8 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, ConvergenceError
+from ..keywords import suggest_keywords
+from ..wording import plural
 from .block_solver import lobpcg
 from .result import _NONFINITE, EigenWarning, Eigenpairs, MatVec, _failed, _finite, _residuals, default_tol
 
@@ -122,6 +124,7 @@ def _eigsh(matvec: MatVec, d: int, k: int, dtype, device, tol: float,
     return X, count[0], None
 
 
+@suggest_keywords
 def top_eigenpairs(matvec: MatVec, d: int, k: int = 1, *, dtype: torch.dtype = torch.float64,
                    device: torch.device | str = "cpu", warm: Tensor | None = None, tol: float | None = None,
                    max_iter: int = 200, method: Literal["auto", "dense", "lobpcg", "eigsh"] = "auto",
@@ -143,8 +146,13 @@ def top_eigenpairs(matvec: MatVec, d: int, k: int = 1, *, dtype: torch.dtype = t
     with one line saying what failed and what to do (``on_fail="raise"``),
     or warns and returns the result with ``converged=False`` (``"warn"``).
     """
-    if k < 1 or k > d:
-        raise ConfigError(f"k: number of eigenpairs must be in [1, {d}], got {k}")
+    if not callable(matvec) or isinstance(d, bool) or not isinstance(d, (int, np.integer)):
+        raise ConfigError(f"top_eigenpairs(matvec, d, k): matvec is a function V ↦ HV (e.g. a Point's hvp) and d "
+                          f"its dimension (an int), got {type(matvec).__name__} and {type(d).__name__}; "
+                          f"for ∇²L at θ "
+                          f"call top_eigenpairs(objective.at(theta).hvp, objective.dim, k)")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 or k > d:
+        raise ConfigError(f"k: number of eigenpairs must be an int in [1, {d}], got {k!r}")
     if method not in ("auto", "dense", "lobpcg", "eigsh"):
         raise ConfigError(f"method: unknown eigen-solver {method!r}; use auto, dense, lobpcg or eigsh")
     tol = default_tol(dtype) if tol is None else float(tol)
@@ -184,12 +192,13 @@ def top_eigenpairs(matvec: MatVec, d: int, k: int = 1, *, dtype: torch.dtype = t
         if "failure" in result.extra:
             what, todo = result.extra["failure"]
             k = result.values.numel()
-            msg = (f"eigen-solver: top-{k} eigenpairs failed: {what} after {result.iterations} iterations "
+            msg = (f"eigen-solver: top-{k} eigenpairs failed: {what} after {plural(result.iterations, 'iteration')} "
                    f"({result.hvps} HVPs); {todo}")
         else:
             k = result.values.numel()
             msg = (f"eigen-solver: top-{k} eigenpairs did not converge: relative residual "
-                   f"{float(result.residuals.max()):.2e} > tol {tol:.1e} after {result.iterations} iterations "
+                   f"{float(result.residuals.max()):.2e} > tol {tol:.1e} after "
+                   f"{plural(result.iterations, 'iteration')} "
                    f"({result.hvps} HVPs); raise max_iter, loosen the tolerance, or use a larger block k")
         if on_fail == "raise":
             raise ConvergenceError(msg)

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DivergenceError
+from ..keywords import suggest_keywords
 from ..problem.objective import Objective
 from ..processes.gd import check_lr, gd_step
 from ..spectrum import EigenTracker, Eigenpairs
@@ -91,6 +92,10 @@ class DivergenceGuard:
 
     def check(self, step: int, loss: float, where: str = "gd") -> None:
         if self.first is None:
+            if not math.isfinite(loss):   # before any step: bad input, not a learning rate too large
+                raise ConfigError(f"{where}: the loss at the starting point (step {step}) is {loss}, before any "
+                                  f"GD step: the data (inputs, targets) or the starting weights hold NaN or inf "
+                                  f"values; check them (the learning rate is not the cause)")
             self.first = loss
         bound = self.factor * max(abs(self.first), 1e-12)
         if not math.isfinite(loss) or loss > bound:
@@ -130,6 +135,7 @@ def _interval(sharpness: float, lr: float, every: Sequence[int], rate: float | N
     return band
 
 
+@suggest_keywords
 def gd_to_edge(objective: Objective, lr: float, *, theta: Tensor | None = None, max_steps: int = 20000,
                every: Sequence[int] = (50, 25, 10), tracker: EigenTracker | None = None,
                on_record: OnRecord | None = None, divergence_factor: float = 1e4,
@@ -209,6 +215,10 @@ def gd_to_edge(objective: Objective, lr: float, *, theta: Tensor | None = None, 
         return None
 
     theta_t = objective.vector(theta).clone()
+    bad = int((~torch.isfinite(theta_t)).sum())
+    if bad:
+        raise ConfigError(f"theta: {bad} of its {theta_t.numel()} entries {'is' if bad == 1 else 'are'} NaN or "
+                          f"inf; pass a finite starting point (or leave theta out: the objective's own θ)")
     t, next_check = 0, 0
     last_check: tuple | None = None   # step, θ there, tracker history, sharpness
     saved = 0   # step of the last checkpoint
@@ -226,12 +236,14 @@ def gd_to_edge(objective: Objective, lr: float, *, theta: Tensor | None = None, 
     while True:
         measure = t == next_check or t == max_steps
         theta_next, rec, eig = step_from(theta_t, t, measure)
+        crossed = eig is not None and eig.sharpness >= edge
+        if crossed and t == 0:   # refused before the progress bar shows a midpoint S the error then contradicts
+            pending.append(rec)
+            _refuse_past_the_edge(objective, theta_t, lr, eig.sharpness, emit, pending)
         if progress is not None:
             progress(t, rec)
-        if eig is not None and eig.sharpness >= edge:
+        if crossed:
             pending.append(rec)
-            if t == 0:
-                _refuse_past_the_edge(objective, theta_t, lr, eig.sharpness, emit, pending)
             if last_check is not None and t > last_check[0] + 1:
                 found = _replay(last_check, t)
                 if found is not None:

@@ -16,6 +16,7 @@ from typing import Callable, Literal
 from torch import Tensor
 
 from ..errors import ConfigError
+from ..keywords import suggest_keywords
 from ..problem.objective import Objective
 from ..spectrum import EigenTracker
 from ..processes.gd import check_lr, gd_step
@@ -24,6 +25,7 @@ from .gd import DivergenceGuard
 Evaluate = Callable[[Tensor], dict]
 
 
+@suggest_keywords
 def gd_run(objective: Objective, lr: float, steps: int, *, schedule: Literal["constant", "inverse_sharpness"] =
            "constant", measure_every: int = 10, theta: Tensor | None = None, tracker: EigenTracker | None = None,
            evaluate: Evaluate | None = None, on_record: Callable[[dict], None] | None = None,
