@@ -516,16 +516,19 @@ def track(objective: Objective, theta0: Tensor | None, lr: float, steps: int = 8
         theta0 = _check_point(objective, theta0)
         if warm is not None:
             warm = _check_warm(objective, warm)
-        if not allow_off_edge:
-            check_edge(objective, theta0, lr, warm, edge_tol)
         named = None if processes is None else [p if isinstance(p, str) else p.name for p in processes]
-        if processes is None:   # the default set, decided at θ₀ (the central flow joins when λ₂ is at the edge)
-            processes, _ = default_set(objective, theta0, lr, warm, rule_options.get("stop_lambda2", 1.9))
-        if all(isinstance(p, str) for p in processes):
+        if processes is None:
+            default_processes(None, api=True, **options)   # the options checked before any solve
+        elif all(isinstance(p, str) for p in processes):
             processes = default_processes(processes, api=True, **options)
         elif options:
             raise ConfigError(f"track: options {', '.join(options)} apply to the default processes; set them on "
                               f"your process objects instead")
+        if not allow_off_edge:
+            check_edge(objective, theta0, lr, warm, edge_tol)
+        if processes is None:   # the default set, decided at θ₀ (the central flow joins when λ₂ is at the edge)
+            names, _ = default_set(objective, theta0, lr, warm, rule_options.get("stop_lambda2", 1.9))
+            processes = default_processes(names, api=True, **options)
         rules = default_stop_rules(**rule_options, processes=named, **options) if stop_rules is None else stop_rules
         lockstep = Lockstep(objective, lr, processes, stop_rules=rules).start(theta0, warm)
     result = TrackResult(lockstep=lockstep)
