@@ -147,6 +147,11 @@ def _md_note(run: Run) -> list[str]:
     return [] if note is None else [f"> **{note[0].upper() + note[1:]}.**", ""]
 
 
+def _theory(run: Run) -> list[str]:
+    """Which theory held over which tracked steps (the summary's ``theory``, written by the run), as lines."""
+    return [f"steps {part['from']}–{part['to']}: {part['what']}" for part in run.summary.get("theory", ())]
+
+
 def _html(run: Run, numbers: dict, images: list[tuple[str, str, bytes]], notes: list[str]) -> str:
     e = html.escape
     rows = "\n".join(f"<tr><td>{e(label)}</td><td>{e(_fmt(v))}</td></tr>" for label, v in _rows(numbers))
@@ -155,6 +160,9 @@ def _html(run: Run, numbers: dict, images: list[tuple[str, str, bytes]], notes: 
         f'{base64.b64encode(data).decode("ascii")}"><figcaption>{e(caption)}</figcaption></figure>'
         for stem, caption, data in images) or "<p>No records to plot.</p>"
     figs += _not_drawn_html(notes)
+    held = _theory(run)
+    theory = ("<h2>Which theory held when</h2>\n<ul>\n" + "\n".join(f"<li>{e(line)}</li>" for line in held)
+              + "\n</ul>\n") if held else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>selfstab run {e(Path(run.path).name)}</title>
@@ -170,7 +178,7 @@ than {MIN_TRACKED_STEPS} tracked steps is shown as "too few steps".</p>
 <table>
 {rows}
 </table>
-<h2>Figures</h2>
+{theory}<h2>Figures</h2>
 {figs}
 <h2>Config</h2>
 <pre>{e(_config_text(run))}</pre>
@@ -186,6 +194,9 @@ def _markdown(run: Run, numbers: dict, images: list[tuple[str, str, str]], notes
              f"from fewer than {MIN_TRACKED_STEPS} tracked steps is shown as \"too few steps\".", "",
              "| | |", "|---|---:|"]
     lines += [f"| {label} | {_fmt(v)} |" for label, v in _rows(numbers)]
+    held = _theory(run)
+    if held:
+        lines += ["", "## Which theory held when", "", *(f"- {line}" for line in held)]
     lines += ["", "## Figures", ""]
     lines += [f"![{caption}]({name})\n\n*{caption}*\n" for _, caption, name in images] or ["No records to plot.", ""]
     lines += _not_drawn_md(notes)

@@ -130,15 +130,19 @@ def stop_factor(run) -> float | None:
 
 
 def rule_kind(run) -> str:
-    """What the run's λ₂ rule did: ``"stop"`` (tracking ended there) or ``"flag"`` (the single-eigenvalue
-    processes were marked ``outside_assumptions`` and tracking went on); as
-    :func:`~selfstab.processes.lockstep.lambda2_rule_kind` decides from the config."""
+    """What the run's λ₂ rule did: ``"stop"`` (tracking ended there), ``"flag"`` (the single-eigenvalue
+    processes were marked ``outside_assumptions`` and tracking went on) or ``"central"`` (flagged, and the
+    central flow joined).  Read from the summary, where the run wrote it when tracking started; a run
+    written before that is read with the rule of its time (the default set stopped)."""
+    kind = run.summary.get("lambda2_rule")
+    if kind:
+        return kind
+    from ..processes.lockstep import lambda2_rule_kind
     track = run.config.get("track") or {}
-    rule = track.get("lambda2_rule", "auto")
-    if rule in ("stop", "flag"):
-        return rule
-    several = any(p in (track.get("processes") or ()) for p in ("central", "kconstrained"))
-    return "flag" if several else "stop"
+    processes = track.get("processes")
+    if processes is None and track.get("lambda2_rule", "auto") == "auto":
+        return "stop"
+    return lambda2_rule_kind(track.get("lambda2_rule", "auto"), processes)
 
 
 def make_figure5(run):
