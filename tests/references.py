@@ -37,7 +37,8 @@ def dense_hessian(f: Function, theta: Tensor) -> Tensor:
 
 
 def dense_d3(f: Function, theta: Tensor) -> Tensor:
-    """``∇³f(θ)`` (d, d, d): ``T[a, b, c] = ∂_c ∂_a ∂_b f``, symmetric in all three slots (jacfwd of the Hessian)."""
+    """``∇³f(θ)`` (d, d, d): ``T[a, b, c] = ∂_c ∂_a ∂_b f``, symmetric in its three slots (jacfwd of the
+    Hessian)."""
     return jacfwd(hessian(f))(theta)
 
 
