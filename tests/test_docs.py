@@ -1,7 +1,8 @@
 """The repository documents its theory in docs/theory.md, and the code cites it there.
 
-(a) nothing under ``src/`` names the internal notes SPEC.md / FINDINGS.md;
-(b) every ``docs/theory.md §n`` cited under ``src/`` is a section that exists;
+(a) nothing under ``src/``, ``tests/`` or ``benchmarks/`` names the internal notes SPEC.md / FINDINGS.md or a
+    folder outside the repository (``../shared``);
+(b) every ``docs/theory.md §n`` cited under ``src/``, ``tests/`` or ``benchmarks/`` is a section that exists;
 (c) docs/theory.md has its sections §1 … §11, in order;
 (d) the README is a user's guide that links docs/results.md (the measured results), and every
     relative link or image in README.md, docs/*.md and benchmarks/RESULTS.md names a file that exists
@@ -17,6 +18,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
+TESTS = ROOT / "tests"
+BENCHMARKS = ROOT / "benchmarks"
 THEORY = ROOT / "docs" / "theory.md"
 RESULTS = ROOT / "docs" / "results.md"
 README = ROOT / "README.md"
@@ -24,6 +27,7 @@ README_MAX_LINES = 350
 SECTIONS = 11
 
 INTERNAL = re.compile(r"\b(?:SPEC|FINDINGS)(?:\.md)?\b")
+OUTSIDE = re.compile(r"(?:\.\./)+shared\b")          # notes beside the checkout, which a reader does not have
 HEADING = re.compile(r"^## (§\d+(?:\.\d+)*) ", re.M)
 # "docs/theory.md §4", "docs/theory.md §4–§7", "docs/theory.md §2, §8", "``docs/theory.md §11``"
 SECTION = r"§\d+(?:\.\d+)*"
@@ -39,6 +43,32 @@ def source_files() -> list[Path]:
         if p.suffix in {".py", ".md", ".txt", ".toml", ".cfg", ".json", ".yaml", ".yml", ".rst"}:
             out.append(p)
     return out
+
+
+def files_under_tests_and_benchmarks() -> list[Path]:
+    """The Python and Markdown files under ``tests/`` and ``benchmarks/``, less this file (it names the notes
+    it looks for)."""
+    here = Path(__file__).resolve()
+    return [p for folder in (TESTS, BENCHMARKS) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.suffix in {".py", ".md"} and "__pycache__" not in p.parts and p.resolve() != here]
+
+
+def internal_citations(files: list[Path]) -> list[str]:
+    """``path:line: text`` of every line in ``files`` that names SPEC.md, FINDINGS or ``../shared``."""
+    return [f"{p.relative_to(ROOT)}:{i}: {line.strip()}"
+            for p in files for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+            if INTERNAL.search(line) or OUTSIDE.search(line)]
+
+
+def missing_sections(files: list[Path]) -> tuple[dict[str, list[str]], int]:
+    """The ``docs/theory.md §n`` citations in ``files`` whose section does not exist (section → files), and how
+    many citations were read."""
+    existing, citations, n = set(headings()), {}, 0
+    for p in files:
+        for section in cited_sections(p.read_text(encoding="utf-8")):
+            citations.setdefault(section, []).append(str(p.relative_to(ROOT)))
+            n += 1
+    return {s: sorted(set(where)) for s, where in citations.items() if s not in existing}, n
 
 
 def cited_sections(text: str) -> list[str]:
@@ -71,13 +101,24 @@ def test_citation_parser_reads_the_forms_used():
 def test_src_does_not_name_internal_notes():
     files = source_files()
     assert len(files) > 20, "src/ looks empty: is the test looking in the right place?"
-    offenders = []
-    for p in files:
-        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-            if INTERNAL.search(line):
-                offenders.append(f"{p.relative_to(ROOT)}:{i}: {line.strip()}")
+    offenders = internal_citations(files)
     assert not offenders, ("cite docs/theory.md §n (and the paper's equation numbers) instead of internal notes:\n"
                            + "\n".join(offenders))
+
+
+def test_tests_and_benchmarks_do_not_name_internal_notes():
+    files = files_under_tests_and_benchmarks()
+    assert len(files) > 50 and any(p.parent == BENCHMARKS for p in files), "is the test looking in the right place?"
+    offenders = internal_citations(files)
+    assert not offenders, ("cite docs/theory.md §n (docs/results.md or benchmarks/RESULTS.md for a measured fact) "
+                           "instead of notes that are not in the repository:\n" + "\n".join(offenders))
+
+
+def test_internal_note_patterns_catch_the_forms_once_used():
+    for line in ("see SPEC.md §4", "(FINDINGS)", "as in FINDINGS.md", "../shared/STYLE.md", "../../shared"):
+        assert INTERNAL.search(line) or OUTSIDE.search(line), line
+    for line in ("selfstab.spectrum", "SPECTRUM", "a shared graph", "shared/ on the device"):
+        assert not (INTERNAL.search(line) or OUTSIDE.search(line)), line
 
 
 def test_theory_sections_are_1_to_11_in_order():
@@ -86,13 +127,14 @@ def test_theory_sections_are_1_to_11_in_order():
 
 
 def test_every_cited_section_exists():
-    existing = set(headings())
-    citations = {}
-    for p in source_files():
-        for section in cited_sections(p.read_text(encoding="utf-8")):
-            citations.setdefault(section, []).append(str(p.relative_to(ROOT)))
-    assert len(citations) >= 5, "too few docs/theory.md citations found under src/: is the parser broken?"
-    missing = {s: sorted(set(where)) for s, where in citations.items() if s not in existing}
+    missing, n = missing_sections(source_files())
+    assert n >= 5, "too few docs/theory.md citations found under src/: is the parser broken?"
+    assert not missing, f"docs/theory.md has no section for these citations: {missing}"
+
+
+def test_every_section_cited_in_tests_and_benchmarks_exists():
+    missing, n = missing_sections(files_under_tests_and_benchmarks())
+    assert n >= 5, "too few docs/theory.md citations found under tests/ and benchmarks/: is the parser broken?"
     assert not missing, f"docs/theory.md has no section for these citations: {missing}"
 
 

@@ -1,4 +1,5 @@
-"""Data sets of SPEC.md §6: file formats on small fakes written in the real formats, target encodings, errors."""
+"""Data sets (the paper's §6 experiments; docs/theory.md §1): file formats on small fakes written in the real
+formats, target encodings, errors."""
 
 import io
 import pickle

@@ -1,4 +1,4 @@
-"""The loss conventions of SPEC.md §1 against values computed by hand.
+"""The loss conventions of docs/theory.md §1 against values computed by hand.
 
 Each case goes through the whole objective: a model that returns its inputs
 times a scalar parameter w = 1, so ``obj.loss(theta0)`` is the mean of the

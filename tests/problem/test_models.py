@@ -1,15 +1,17 @@
-"""Models of SPEC.md §6 against independent references, on tiny float64 instances.
+"""The models (docs/theory.md §1; the paper's §6 experiments) against independent references, on tiny float64
+instances.
 
 For every model: ``Objective.hvp`` against a dense Hessian from
 ``torch.func.hessian``, ``Objective.d3`` against a 4-point finite difference
 of ``hvp``, and the top eigenvalue of the dense Hessian against the top Ritz
-value of a Krylov space built from ``Objective.hvp`` alone.
+value of a Krylov space built from ``Objective.hvp`` alone (references: tests/references.py).
 """
 
 import pytest
 import torch
 from torch import nn
 
+from references import dense_hessian, fd_d3, fd_hvp, module_function, rel
 from selfstab.errors import ConfigError
 from selfstab.problem import Objective
 from selfstab.problem.data import load_dataset
@@ -20,15 +22,6 @@ from selfstab.problem.layers import PlainLayerNorm
 F64 = torch.float64
 # torch.func.hessian's forward mode loads decompositions through torch.jit.script, which warns in torch 2.13.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
-
-
-def _rel(a, b):
-    return float((a - b).norm() / b.norm())
-
-
-def _stencil(f, h):
-    """4-point central difference of ``f(s)`` at s = 0 (error O(h⁴))."""
-    return (-f(2 * h) + 8 * f(h) - 8 * f(-h) + f(-2 * h)) / (12 * h)
 
 
 def _one_hot(y, k):
@@ -84,16 +77,9 @@ class Tiny:
         self.theta = self.obj.theta0 + 0.05 * torch.randn(self.obj.dim, generator=torch.Generator().manual_seed(0), dtype=F64)
 
     def dense_hessian(self):
-        model, names = self.obj.model, self.obj.info["param_names"]
-        sizes = self.obj.info["param_sizes"]
-        shapes = [p.shape for _, p in model.named_parameters()]
-
-        def f(theta):
-            params = {k: t.view(s) for k, t, s in zip(names, torch.split(theta, sizes), shapes)}
-            out = torch.func.functional_call(model, params, self.xs)
-            return self.loss(out, self.y).mean()
-
-        return torch.func.hessian(f)(self.theta)
+        assert self.obj.info["param_names"] == [k for k, _ in self.obj.model.named_parameters()]   # same θ layout
+        f = module_function(self.obj.model, self.xs, lambda out: self.loss(out, self.y).mean())
+        return dense_hessian(f, self.theta)
 
 
 @pytest.fixture(scope="module", params=list(TINY))
@@ -107,7 +93,7 @@ def test_hvp_matches_dense_hessian(tiny):
     assert tiny.obj.dim < 700  # tiny enough for a dense Hessian
     torch.testing.assert_close(tiny.H, tiny.H.T, rtol=0, atol=1e-10 * tiny.H.abs().max())
     vs = torch.randn(3, tiny.obj.dim, generator=torch.Generator().manual_seed(2), dtype=F64)
-    assert _rel(tiny.obj.hvp(tiny.theta, vs), vs @ tiny.H) < 1e-6
+    assert rel(tiny.obj.hvp(tiny.theta, vs), vs @ tiny.H) < 1e-6
 
 
 def test_d3_matches_finite_differences_of_hvp(tiny):
@@ -115,8 +101,8 @@ def test_d3_matches_finite_differences_of_hvp(tiny):
     g = torch.Generator().manual_seed(3)
     u, v = (torch.randn(obj.dim, generator=g, dtype=F64) for _ in range(2))
     u, v = u / u.norm(), v / v.norm()
-    fd = _stencil(lambda s: obj.hvp(theta + s * v, u), 1e-3)
-    assert _rel(obj.d3(theta, u, v), fd) < 1e-6
+    fd = fd_d3(obj.hvp, theta, u, v, 1e-3)
+    assert rel(obj.d3(theta, u, v), fd) < 1e-6
 
 
 def _top_ritz_value(obj, theta, steps=20):
@@ -156,8 +142,8 @@ def test_full_depth_resnet_derivatives_by_finite_differences():
     u, v = (torch.randn(obj.dim, generator=g, dtype=F64) for _ in range(2))
     u, v = u / u.norm(), v / v.norm()
     theta = obj.theta0
-    assert _rel(obj.hvp(theta, u), _stencil(lambda s: obj.grad(theta + s * u), 1e-3)) < 1e-6
-    assert _rel(obj.d3(theta, u, v), _stencil(lambda s: obj.hvp(theta + s * v, u), 1e-3)) < 1e-6
+    assert rel(obj.hvp(theta, u), fd_hvp(obj.grad, theta, u, 1e-3)) < 1e-6
+    assert rel(obj.d3(theta, u, v), fd_d3(obj.hvp, theta, u, v, 1e-3)) < 1e-6
 
 
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
@@ -170,8 +156,8 @@ def test_every_activation_has_exact_third_derivatives(activation):
     u, v = u / u.norm(), v / v.norm()
     theta = obj.theta0
     # A small step, so that no kink of relu (in L'') or elu (in L''') is crossed.
-    assert _rel(obj.hvp(theta, u), _stencil(lambda s: obj.grad(theta + s * u), 1e-4)) < 1e-6
-    assert _rel(obj.d3(theta, u, v), _stencil(lambda s: obj.hvp(theta + s * v, u), 1e-4)) < 1e-6
+    assert rel(obj.hvp(theta, u), fd_hvp(obj.grad, theta, u, 1e-4)) < 1e-6
+    assert rel(obj.d3(theta, u, v), fd_d3(obj.hvp, theta, u, v, 1e-4)) < 1e-6
 
 
 def _layer_norm_model():
@@ -190,7 +176,7 @@ def test_user_layer_norm_gets_exact_third_derivatives():
         assert torch.allclose(obj.outputs(obj.theta0, x), ref, atol=1e-12)
     theta = obj.theta0 + 0.1 * torch.randn(obj.dim, dtype=F64)  # LayerNorm's unit gain and zero shift perturbed
     u, v = torch.randn(obj.dim, dtype=F64), torch.randn(obj.dim, dtype=F64)
-    assert _rel(obj.d3(theta, u, v), _stencil(lambda s: obj.hvp(theta + s * v, u), 1e-3)) < 1e-6
+    assert rel(obj.d3(theta, u, v), fd_d3(obj.hvp, theta, u, v, 1e-3)) < 1e-6
 
 
 @pytest.mark.xfail(reason="torch's fused layer_norm gave third derivatives 12% off finite differences (torch 2.13)",
@@ -203,7 +189,7 @@ def test_fused_layer_norm_third_derivatives():
                                   torch.randn(15, dtype=F64))
     theta = obj.theta0
     u, v = torch.randn(obj.dim, dtype=F64), torch.randn(obj.dim, dtype=F64)
-    assert _rel(obj.d3(theta, u, v), _stencil(lambda s: obj.hvp(theta + s * v, u), 1e-3)) < 1e-6
+    assert rel(obj.d3(theta, u, v), fd_d3(obj.hvp, theta, u, v, 1e-3)) < 1e-6
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -3,15 +3,12 @@
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call, grad, hessian
+from torch.func import grad
 
+from references import dense_hessian, fd_d3, module_function, rel
 from selfstab import ConfigError, Objective
 
 F64 = torch.float64
-
-
-def _rel(a, b):
-    return float((a - b).norm() / b.norm())
 
 
 def _mlp():
@@ -54,16 +51,8 @@ def _build(case, chunk_size=None):
     model = model.double()
     x, y = x.double(), y.double()
     obj = Objective.from_module(model, x, y, "mse", chunk_size=chunk_size)
-    names = [k for k, _ in model.named_parameters()]
-    shapes = [p.shape for _, p in model.named_parameters()]
-    sizes = [p.numel() for _, p in model.named_parameters()]
-
-    def ref(theta):  # torch.func on the original module (the fused LayerNorm is fine to second order)
-        params = {k: t.view(s) for k, t, s in zip(names, torch.split(theta, sizes), shapes)}
-        out = functional_call(model, params, (x,))
-        return (out - y).pow(2).sum(dim=1).mean()
-
-    return obj, ref
+    # torch.func on the original module (the fused LayerNorm is fine to second order)
+    return obj, module_function(model, x, lambda out: (out - y).pow(2).sum(dim=1).mean())
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -71,18 +60,18 @@ def test_grad_and_hvp_equal_dense_torch_func(case):
     obj, ref = _build(case)
     theta = obj.theta0 + 0.05 * torch.randn(obj.dim, dtype=F64)
     assert torch.allclose(obj.loss(theta), ref(theta), rtol=1e-13, atol=0)
-    assert _rel(obj.grad(theta), grad(ref)(theta)) < 1e-12
+    assert rel(obj.grad(theta), grad(ref)(theta)) < 1e-12
     if case == "layernorm":
         # torch.func's transforms of the fused layer_norm's double backward are ~3% off (torch 2.13,
         # both jacfwd∘jacrev and jacrev∘jacrev); plain autograd row by row is right, so use it here.
         H = torch.autograd.functional.hessian(ref, theta)
     else:
-        H = hessian(ref)(theta)
+        H = dense_hessian(ref, theta)
     V = torch.randn(3, obj.dim, dtype=F64)
-    assert _rel(obj.hvp(theta, V[0]), H @ V[0]) < 1e-12
-    assert _rel(obj.hvp(theta, V), V @ H) < 1e-12          # batched
+    assert rel(obj.hvp(theta, V[0]), H @ V[0]) < 1e-12
+    assert rel(obj.hvp(theta, V), V @ H) < 1e-12          # batched
     point = obj.at(theta)                                   # shared graph gives the same numbers
-    assert _rel(point.hvp(V), V @ H) < 1e-12 and _rel(point.grad, grad(ref)(theta)) < 1e-12
+    assert rel(point.hvp(V), V @ H) < 1e-12 and rel(point.grad, grad(ref)(theta)) < 1e-12
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -90,11 +79,9 @@ def test_d3_equals_finite_difference_of_hvp(case):
     obj, _ = _build(case)
     theta = obj.theta0 + 0.05 * torch.randn(obj.dim, dtype=F64)
     u, v = torch.randn(obj.dim, dtype=F64), torch.randn(obj.dim, dtype=F64)
-    h = 2e-4  # 4-point stencil: truncation O(h⁴), rounding O(ε/h)
-    fd = (8 * (obj.hvp(theta + h * v, u) - obj.hvp(theta - h * v, u))
-          - (obj.hvp(theta + 2 * h * v, u) - obj.hvp(theta - 2 * h * v, u))) / (12 * h)
-    assert _rel(obj.d3(theta, u, v), fd) < 1e-7
-    assert _rel(obj.d3(theta, u, v), obj.d3(theta, v, u)) < 1e-12   # symmetric
+    fd = fd_d3(obj.hvp, theta, u, v, h=2e-4)  # 4-point stencil: truncation O(h⁴), rounding O(ε/h)
+    assert rel(obj.d3(theta, u, v), fd) < 1e-7
+    assert rel(obj.d3(theta, u, v), obj.d3(theta, v, u)) < 1e-12   # symmetric
 
 
 @pytest.mark.parametrize("case", ["mlp", "cnn", "layernorm"])
@@ -106,9 +93,9 @@ def test_chunking_does_not_change_values(case, chunk):
     theta = whole.theta0 + 0.05 * torch.randn(whole.dim, dtype=F64)
     v, u = torch.randn(whole.dim, dtype=F64), torch.randn(whole.dim, dtype=F64)
     assert abs(float(whole.loss(theta) - parts.loss(theta))) <= 1e-14 * float(whole.loss(theta))
-    assert _rel(parts.grad(theta), whole.grad(theta)) < 1e-13
-    assert _rel(parts.hvp(theta, v), whole.hvp(theta, v)) < 1e-13
-    assert _rel(parts.d3(theta, u, v), whole.d3(theta, u, v)) < 1e-13
+    assert rel(parts.grad(theta), whole.grad(theta)) < 1e-13
+    assert rel(parts.hvp(theta, v), whole.hvp(theta, v)) < 1e-13
+    assert rel(parts.d3(theta, u, v), whole.d3(theta, u, v)) < 1e-13
 
 
 def test_dtype_conversion_and_weight_decay():
@@ -122,7 +109,7 @@ def test_dtype_conversion_and_weight_decay():
     t = obj64.theta0
     assert torch.allclose(wd.loss(t), obj64.loss(t) + 0.15 * t.pow(2).sum(), rtol=1e-14)
     v = torch.randn(obj64.dim, dtype=F64)
-    assert _rel(wd.hvp(t, v), obj64.hvp(t, v) + 0.3 * v) < 1e-13
+    assert rel(wd.hvp(t, v), obj64.hvp(t, v) + 0.3 * v) < 1e-13
 
 
 def test_counts_tally_evaluations():

@@ -3,8 +3,8 @@
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call, jacfwd, hessian
 
+from references import dense_d3, module_function
 from selfstab import Objective
 
 F64 = torch.float64
@@ -25,22 +25,14 @@ def _mlp():
     model = nn.Sequential(nn.Linear(3, 4), nn.SiLU(), nn.Linear(4, 2)).double()
     x, y = torch.randn(7, 3, dtype=F64), torch.randn(7, 2, dtype=F64)
     obj = Objective.from_module(model, x, y, "mse")
-    names = [k for k, _ in model.named_parameters()]
-    shapes = [p.shape for _, p in model.named_parameters()]
-    sizes = [p.numel() for _, p in model.named_parameters()]
-
-    def f(t):
-        params = {k: c.view(s) for k, c, s in zip(names, torch.split(t, sizes), shapes)}
-        return (functional_call(model, params, (x,)) - y).pow(2).sum(1).mean()
-
-    return obj, f
+    return obj, module_function(model, x, lambda out: (out - y).pow(2).sum(1).mean())
 
 
 @pytest.mark.parametrize("case", ["function", "mlp"])
 def test_d3_form_and_pairs_match_dense_third_derivative(case):
     obj, f = {"function": _function, "mlp": _mlp}[case]()
     theta = obj.theta0 + 0.1
-    T = jacfwd(hessian(f))(theta)                      # (d, d, d): T[a, b, c] = ∂_c H_ab
+    T = dense_d3(f, theta)                             # (d, d, d): T[a, b, c] = ∂_c H_ab
     d = obj.dim
     g = torch.Generator().manual_seed(1)
     k = 3

@@ -1,10 +1,11 @@
-"""Appendix E diagnostics against closed forms: tensor power norms and the ratios (SPEC.md §4)."""
+"""Appendix E diagnostics against closed forms: tensor power norms and the ratios (docs/theory.md §7)."""
 
 import math
 
 import pytest
 import torch
 
+from references import d3_contract, dense_d3, dense_hessian
 from selfstab import Objective
 from selfstab.processes.diagnostics import diagnostics, tensor_power_norm
 from selfstab.processes.geometry import geometry_at, perp
@@ -56,12 +57,12 @@ def test_ratios_match_their_definitions_at_a_point():
     out = diagnostics(geom, v, lr, power_iters=200, starts=starts)
     assert set(starts) == {"rho3", "rho4"}
     # independent references: dense derivative tensors from torch.func
-    H = torch.func.hessian(_loss)(theta)
-    T3 = torch.func.jacfwd(torch.func.hessian(_loss))(theta)
+    H = dense_hessian(_loss, theta)
+    T3 = dense_d3(_loss, theta)
     u = torch.linalg.eigh(H).eigenvectors[:, -1]
     u = u * torch.sign(u @ geom.u)
     grad = torch.func.grad(_loss)(theta)
-    gs = torch.einsum("ijk,j,k->i", T3, u, u)
+    gs = d3_contract(T3, u, u)
     gs_perp = perp(u, gs)
     assert out["alpha"] == pytest.approx(-float(grad @ gs), rel=1e-9)
     assert out["grad_alignment"] == pytest.approx(-float(grad @ gs) / float(grad.norm() * gs_perp.norm()), rel=1e-9)
@@ -72,7 +73,7 @@ def test_ratios_match_their_definitions_at_a_point():
     assert out["rho3"] >= 0.99 * float(sampled)
     assert out["gradS_perp_over_rho3"] == pytest.approx(float(gs_perp.norm()) / out["rho3"], rel=1e-9)
     vp = perp(u, v)
-    assert out["ratio_d3_v"] == pytest.approx(float(torch.einsum("ijk,j,k->i", T3, vp, vp).norm())
+    assert out["ratio_d3_v"] == pytest.approx(float(d3_contract(T3, vp, vp).norm())
                                               / (out["rho3"] * float(vp @ vp)), rel=1e-7)
     assert out["ratio_d2_v"] == pytest.approx(abs(float(vp @ H @ vp)) / (geom.sharpness * float(vp @ vp)), rel=1e-9)
     assert out["rho4_over_eta_rho3sq"] == pytest.approx(out["rho4"] / (lr * out["rho3"] ** 2), rel=1e-12)

@@ -7,6 +7,7 @@ import warnings
 import pytest
 import torch
 
+from references import central_difference, dense_hessian, dense_top
 from selfstab import Objective
 from selfstab.processes.kconstrained import k_geometry, k_project, turning_vectors
 from selfstab.spectrum import EigenTracker
@@ -34,9 +35,7 @@ def _mlp(n=48, d_in=6, width=10, classes=4, seed=0):
 
 
 def _top(loss, theta):
-    H = torch.func.hessian(loss)(theta)
-    w, V = torch.linalg.eigh(H)
-    return w.flip(0), V.flip(1).T
+    return dense_top(dense_hessian(loss, theta))
 
 
 def test_turning_vector_is_the_derivative_of_u_dot_grad():
@@ -59,8 +58,7 @@ def test_turning_vector_is_the_derivative_of_u_dot_grad():
             u = Vs[0] * torch.sign(Vs[0] @ u1)
             return float(u @ torch.func.grad(loss)(th))
 
-        eps = 1e-5
-        fd = (f(eps) - f(-eps)) / (2 * eps)
+        fd = central_difference(f, 1e-5)
         fixed = float(w[0]) * float(u1 @ delta)        # u₁ held fixed: the step without the term
         turned = fixed + float(q[0] @ delta)
         assert abs(fd - turned) <= 1e-6 * (abs(fd) + 1.0)

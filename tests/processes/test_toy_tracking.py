@@ -1,4 +1,4 @@
-"""The whole tracking machinery on the Appendix B toy model, where the theory is exact (SPEC.md §5)."""
+"""The whole tracking machinery on the Appendix B toy model, where the theory is exact (docs/theory.md §8)."""
 
 import math
 

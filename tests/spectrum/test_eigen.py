@@ -5,8 +5,8 @@ import warnings
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call
 
+from references import central_difference, dense_hessian, dense_top, module_function, stencil
 from selfstab import ConvergenceError, Objective
 from selfstab.spectrum import EigenTracker, EigenWarning, sharpness_gradient, top_eigenpairs
 
@@ -21,17 +21,9 @@ def _objective(width=12, n=40, seed=0):
 
 def _dense_hessian(obj, theta):
     """Independent reference: torch.func.hessian of the loss written out by hand."""
-    model, n = obj.model, obj.info["n"]
-    names, sizes = obj.info["param_names"], obj.info["param_sizes"]
-    shapes = [p.shape for _, p in model.named_parameters()]
-    torch.manual_seed(0)
-    x, y = _INPUTS[n]
-
-    def loss(t):
-        params = {k: v.view(s) for k, v, s in zip(names, torch.split(t, sizes), shapes)}
-        return (functional_call(model, params, (x,)) - y).pow(2).sum(1).mean()
-
-    return torch.func.hessian(loss)(theta)
+    torch.manual_seed(0)   # the tests' later random draws start from here (as they always have)
+    x, y = _INPUTS[obj.info["n"]]
+    return dense_hessian(module_function(obj.model, x, lambda out: (out - y).pow(2).sum(1).mean()), theta)
 
 
 _INPUTS = {}
@@ -45,9 +37,7 @@ def problem():
     _INPUTS[40] = (x, y)
     obj = Objective.from_module(obj.model, x, y, "mse")
     theta = obj.theta0 + 0.3 * torch.randn(obj.dim, dtype=F64)
-    H = _dense_hessian(obj, theta)
-    w, V = torch.linalg.eigh(H)
-    return obj, theta, w.flip(0), V.flip(1).T
+    return obj, theta, *dense_top(_dense_hessian(obj, theta))
 
 
 @pytest.mark.parametrize("method", ["dense", "lobpcg", "eigsh"])
@@ -93,14 +83,13 @@ def test_sharpness_gradient_equals_finite_difference_of_sharpness(problem):
     def S(t):
         return float(torch.linalg.eigvalsh(_dense_hessian(obj, t))[-1])
 
-    fd = (8 * (S(theta + h * direction) - S(theta - h * direction))
-          - (S(theta + 2 * h * direction) - S(theta - 2 * h * direction))) / (12 * h)
+    fd = stencil(lambda s: S(theta + s * direction), h)
     assert abs(float(grad_s @ direction) - fd) <= 1e-7 * abs(fd)
     # Lemma 2 in full: the whole vector, coordinate-wise, on a few coordinates
     for i in (0, 7, obj.dim - 1):
         e = torch.zeros(obj.dim, dtype=F64)
         e[i] = 1
-        fd_i = (S(theta + h * e) - S(theta - h * e)) / (2 * h)
+        fd_i = central_difference(lambda s: S(theta + s * e), h)
         assert abs(float(grad_s[i]) - fd_i) <= 1e-6 * max(1.0, float(grad_s.abs().max()))
 
 

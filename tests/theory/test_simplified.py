@@ -51,7 +51,7 @@ def test_band_around_ode_orbit_shrinks_linearly_in_lr():
 
 
 def test_discrete_small_oscillation_period_in_steps():
-    """Near (δ, 0) eq. (3) oscillates with period 2π/(η sqrt(2α)) steps (FINDINGS); measured by
+    """Near (δ, 0) eq. (3) oscillates with period 2π/(η sqrt(2α)) steps (docs/theory.md §8, *Period*); measured by
     the steps between upward crossings of y = 0 over the first two cycles."""
     alpha, beta, lr = 2.0, 0.5, 0.005
     d = math.sqrt(2 * alpha / beta)
