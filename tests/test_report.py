@@ -88,7 +88,7 @@ def test_lambda2_threshold_and_lr_come_from_the_run(tmp_path):
     """λ₂ from diagnostics.lambda2, the stop threshold from track.stop_lambda2, η from the run-level lr."""
     text = write_report(hand_run(tmp_path / "r")).read_text(encoding="utf-8")
     assert "<td>max η·λ₂(θ†)</td><td>1.8</td>" in text
-    assert "<td>tracking stops at η·λ₂(θ†) =</td><td>1.7</td>" in text and "1.9" not in text
+    assert "<td>the λ₂ rule acts at η·λ₂ =</td><td>1.7</td>" in text and "1.9" not in text
     rd = RunDir.create(tmp_path / "new", {**{k: v for k, v in CONFIG.items() if k != "train"}, "lr": 0.25,
                                           "train": {"schedule": "constant"}})
     _append(rd, "train", {"loss": [3.0, 2.0], "sharpness": [5.0, 8.0]})

@@ -46,6 +46,10 @@ def test_regimes_count_steps_and_errors_by_k_crit(run):
         assert table.loc[kc, "theorem1_max_rel_err"] == pytest.approx(terr.max(), rel=1e-12)
     numbers = key_numbers(r)
     assert numbers["regime_k1_steps"] == 15 and numbers["outside_assumptions_from"] == 12
+    # a regime of fewer steps than the stated minimum shows no agreement (a 1-step regime once read 5.6e-06)
+    assert numbers["regime_k1_theorem1_median_rel_err"] == "too few steps (15 tracked; at least 20 needed)"
+    loose = key_numbers(r, min_steps=10)
+    assert loose["regime_k1_theorem1_median_rel_err"] == pytest.approx(table.loc[1, "theorem1_median_rel_err"])
     assert numbers["max_sdcp_residual"] == pytest.approx(1e-10 * (STEPS - 1))
     assert numbers["central_max_x_rank"] == 1
 

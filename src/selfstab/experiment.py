@@ -271,11 +271,12 @@ def track_phase(cfg: RunConfig, run: RunDir, edge: dict, problem: Problem | None
             result = track(obj, None, lr, tc.steps, lockstep=ls, on_records=write)
         board.close()
     run.write_summary({"stop_reason": result.stop_reason, "tracked_steps": ls.t,
-                       "seconds_track": time.perf_counter() - start, **theory_held(ls)})
+                       "seconds_track": time.perf_counter() - start,
+                       **theory_held(ls, run.summary.get("lambda2_theta0"))})
     return ls
 
 
-def theory_held(ls: Lockstep) -> dict[str, Any]:
+def theory_held(ls: Lockstep, lambda2_theta0: float | None = None) -> dict[str, Any]:
     """Which theory held over which tracked steps, for the summary (``theory``: a list of
     ``{"from", "to", "what"}``, steps ``[from, to)``), and the processes that joined or diverged on the way."""
     end = ls.t
@@ -294,8 +295,9 @@ def theory_held(ls: Lockstep) -> dict[str, Any]:
     for name in SEVERAL_EIGENVALUES:
         if name in names and name not in ls.retired:
             since = ls.joined.get(name, 0)
-            segments.append({"from": since, "to": end, "what": f"{name} tracked" + (
-                f" (joined at step {since}: λ₂ reached the edge)" if name in ls.joined else "")})
+            why = (f" (joined at step {since}: λ₂ reached the edge)" if name in ls.joined
+                   else f" (from θ₀: λ₂(θ₀) = {lambda2_theta0:.4g} was at the edge)" if lambda2_theta0 else "")
+            segments.append({"from": since, "to": end, "what": f"{name} tracked{why}"})
     for rule in ls.stop_rules:
         if isinstance(rule, EpsilonFlag) and rule.steps:
             segments.append({"from": rule.first, "to": end,

@@ -171,7 +171,7 @@ def key_numbers(run: Run, min_steps: int = MIN_TRACKED_STEPS) -> dict[str, Any]:
         "seconds_train": _num(s.get("seconds_train")),
         "seconds_track": _num(s.get("seconds_track")),
     })
-    out.update(_several(run))
+    out.update(_several(run, min_steps))
     few = too_few_steps(out["tracked_steps"], min_steps)
     if few is not None:
         for key, value in out.items():
@@ -206,7 +206,7 @@ def regimes(run: Run) -> pd.DataFrame | None:
     return pd.DataFrame(rows).set_index("k_crit")
 
 
-def _several(run: Run) -> dict[str, Any]:
+def _several(run: Run, min_steps: int = MIN_TRACKED_STEPS) -> dict[str, Any]:
     """Key numbers of the central flow and θ†_k (none when the run tracked neither), and the regimes
     flattened as ``regime_k{k}_…`` (:func:`regimes`)."""
     if "central" not in run.records and "kconstrained" not in run.records:
@@ -234,6 +234,7 @@ def _several(run: Run) -> dict[str, Any]:
     table = regimes(run)
     if table is not None:
         for kc, row in table.iterrows():
+            few = too_few_steps(int(row["steps"]), min_steps)   # a regime of a few steps shows no agreement either
             for key, value in row.items():
-                out[f"regime_k{kc}_{key}"] = int(value) if key == "steps" else _num(value)
+                out[f"regime_k{kc}_{key}"] = int(value) if key == "steps" else few or _num(value)
     return out

@@ -47,7 +47,7 @@ KEY_LABELS = [
     ("median_delta", "median δ_t = √(2α/β)"),
     ("median_epsilon", "median ε = η√α"),
     ("max_lambda2_times_lr", "max η·λ₂(θ†)"),
-    ("stop_lambda2", "tracking stops at η·λ₂(θ†) ="),
+    ("stop_lambda2", "the λ₂ rule acts at η·λ₂ ="),
     ("gd_dist_constrained_end", "‖θ_t − θ†_t‖ at the end"),
     ("flow_dist_gd_end", "gradient flow: distance from GD at the end"),
     ("flow_dist_constrained_end", "gradient flow: distance from θ† at the end"),
