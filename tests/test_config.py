@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -11,7 +12,10 @@ from typing import Literal, Optional
 import pytest
 
 from selfstab.config import (
+    TRACK_READERS,
+    TRACK_RUN_KEYS,
     RunConfig,
+    TrackConfig,
     diff_configs,
     dumps_toml,
     from_dict,
@@ -225,3 +229,42 @@ def test_diff_configs():
 def test_a_section_with_a_name_stands_for_its_name():
     cfg = load_config(RunConfig, None, ["--model", "cnn", "--data=digits"])
     assert (cfg.model.name, cfg.data.name) == ("cnn", "digits")
+
+
+# ----------------------------------------------------------------------------- track keys ↔ process constructors
+
+
+def _keyword_defaults(cls) -> dict:
+    return {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _builtin_processes() -> dict:
+    from selfstab.processes.lockstep import PROCESSES
+    # a test elsewhere may register a process of its own; only selfstab's processes have track keys
+    return {n: c for n, c in PROCESSES.items() if c.__module__.startswith("selfstab.")}
+
+
+def test_each_process_option_has_the_track_keys_default():
+    """A process constructor's keyword default and the track key of that name are two copies of one
+    default: they must agree, in type as in value, or the Python API and the CLI run different things."""
+    track = TrackConfig()
+    for name, cls in _builtin_processes().items():
+        for option, default in _keyword_defaults(cls).items():
+            assert hasattr(track, option), f"{name}: option {option!r} has no track key"
+            value = getattr(track, option)
+            assert (type(value), value) == (type(default), default), \
+                f"track.{option} = {value!r}, but {cls.__name__}({option}={default!r})"
+
+
+def test_track_readers_are_the_constructors_keywords():
+    """config.TRACK_READERS (read by `run --help` without importing torch) is what the constructors take,
+    and every track key is read by a process or is the run's."""
+    processes = _builtin_processes()
+    assert list(TRACK_READERS) == list(processes)
+    for name, cls in processes.items():
+        assert sorted(TRACK_READERS[name]) == sorted(_keyword_defaults(cls)), name
+    read = {k for keys in TRACK_READERS.values() for k in keys}
+    fields = [f.name for f in dataclasses.fields(TrackConfig)]
+    assert not read & set(TRACK_RUN_KEYS)
+    assert sorted(read | set(TRACK_RUN_KEYS)) == sorted(fields)

@@ -20,7 +20,7 @@ from .tomlio import dumps_toml, to_dict
 from .typedconfig import diff_configs, from_dict, load_config, parse_overrides, section_type, to_toml
 
 __all__ = [
-    "DataConfig", "ModelConfig", "RunConfig", "TrackConfig", "TrainConfig",
+    "DataConfig", "ModelConfig", "RunConfig", "TRACK_READERS", "TRACK_RUN_KEYS", "TrackConfig", "TrainConfig",
     "diff_configs", "dumps_toml", "from_dict", "load_config", "parse_overrides", "section_type", "to_dict", "to_toml",
 ]
 
@@ -137,6 +137,30 @@ class TrackConfig:
     def validate(self) -> Iterator[tuple[str, str]]:
         # the rules live in selfstab.rules: track()'s keyword options of the same names obey them too
         yield from track_problems(vars(self))
+
+
+# Which process reads each track key: its constructor takes a keyword of that name, whose default is the
+# key's default (tests/test_config.py pins both to `selfstab.processes.PROCESSES`, so the two copies cannot
+# drift).  A key no process reads is the run's (TRACK_RUN_KEYS).  `selfstab run --help` lists the track keys
+# grouped by these.  Written out here, not read from the constructors, so that the config stays torch-free.
+TRACK_READERS: dict[str, tuple[str, ...]] = {
+    "gd": ("sharpness_tol", "sharpness_start"),
+    "constrained": ("eig_tol", "proj_tol", "proj_max_iter", "proj_min_iter", "proj_coupled", "proj_chord",
+                    "proj_predict"),
+    "predicted": ("even_part",),
+    "generalized": ("even_part",),
+    "flow": ("sharpness_tol", "flow_rtol", "flow_atol", "flow_method"),
+    "central": ("central_eig_tol", "critical_threshold", "track_threshold", "central_substeps",
+                "central_min_substeps", "central_max_substeps", "central_stiffness", "central_chord",
+                "central_chord_tol", "central_pairs_every", "central_exact_drift", "sdcp_tol", "block_max_k",
+                "sdcp_on_fail"),
+    "kconstrained": ("eig_tol", "kproj_tol", "kproj_max_iter", "critical_threshold", "track_threshold",
+                     "block_max_k", "kproj_coupled", "kproj_perp", "kproj_turning", "kproj_chord", "active_rtol",
+                     "sdcp_tol", "sdcp_on_fail"),
+    "diagnostics": ("diagnostics_every", "k_eigs", "power_iters", "sharpness_tol"),
+}
+# The track keys of the run itself: how long, which processes, the λ₂ rule, checkpoints.
+TRACK_RUN_KEYS = ("steps", "processes", "flow", "generalized", "stop_lambda2", "lambda2_rule", "checkpoint_every")
 
 
 @dataclass

@@ -105,7 +105,9 @@ def test_run_help_lists_every_key_with_its_comment(capsys):
     leaves = list(_leaves(config.RunConfig))
     assert [k.name for k in keys.config_keys()] == leaves
     listed = re.findall(r"^  ([\w.]+) = ", text, flags=re.M)
-    assert listed == leaves
+    assert sorted(listed) == sorted(leaves)
+    # in field order, but for the track keys, which are grouped by the process that reads them
+    assert [k for k in listed if not k.startswith("track.")] == [k for k in leaves if not k.startswith("track.")]
     # keys whose default is None are listed too, with what they take
     for key in ("data.n", "data.kind", "model.depth"):
         assert f"{key} = none (" in flat
@@ -122,6 +124,32 @@ def test_run_help_lists_every_key_with_its_comment(capsys):
             assert _flat(comment) in flat, key
             checked += 1
     assert checked >= 0.8 * len(leaves)
+
+
+def test_run_help_groups_the_track_keys_by_the_processes_that_read_them(capsys):
+    """Under each heading, exactly the track keys that those processes' constructors take (and no other
+    process); config.TRACK_READERS is pinned to the constructors in tests/test_config.py."""
+    text = _help(capsys, "run")
+    groups: dict[str, list[str]] = {}
+    heading = None
+    for line in text.splitlines():
+        m = re.match(r"^ track keys (?:read by (.+)|of the run itself):$", line)
+        if m:
+            heading = m.group(1) or ""
+            assert heading not in groups, f"two groups for {heading!r}"
+            groups[heading] = []
+            continue
+        m = re.match(r"^  ([\w.]+) = ", line)
+        if m and heading is not None and m.group(1).startswith("track."):
+            groups[heading].append(m.group(1).removeprefix("track."))
+    assert sorted(groups.pop("")) == sorted(config.TRACK_RUN_KEYS)
+    assert groups and all(groups.values())
+    for heading, names in groups.items():
+        readers = set(re.split(r", | and ", heading))
+        for name in names:
+            assert {p for p, taken in config.TRACK_READERS.items() if name in taken} == readers, (heading, name)
+    assert sorted(n for names in groups.values() for n in names) == \
+        sorted({n for taken in config.TRACK_READERS.values() for n in taken})
 
 
 def test_track_and_resume_help_list_only_the_keys_they_accept(capsys):

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal, Union
 
-from ..config import section_type
+from ..config import TRACK_READERS, section_type
 
-__all__ = ["Key", "accepts", "config_keys", "epilog", "field_comments", "format_keys"]
+__all__ = ["Key", "accepts", "config_keys", "epilog", "field_comments", "format_keys", "track_groups"]
 
 
 @dataclass(frozen=True)
@@ -178,8 +178,42 @@ def _value(v: Any) -> str:
     return str(v)
 
 
-def format_keys(keys: Iterable[Key], width: int | None = None) -> str:
-    """One entry per key: ``--name = default`` then the description, wrapped to ``width`` columns."""
+def track_groups(keys: Iterable[Key]) -> tuple[list[Key], dict[str, str]]:
+    """``keys`` with the ``track.*`` ones regrouped by the processes that read them, and the heading to print
+    before the first key of each group.
+
+    The run's own track keys (:data:`~selfstab.config.TRACK_RUN_KEYS`) come first, then, in the stepping
+    order of the processes, the keys each process's constructor takes
+    (:data:`~selfstab.config.TRACK_READERS`): its own, then those it shares with later processes (one
+    key sets the option of every process that takes it).  Other keys keep their place."""
+    keys = list(keys)
+    order = list(TRACK_READERS)
+
+    def readers(k: Key) -> tuple[str, ...]:
+        name = k.name.removeprefix("track.")
+        return tuple(p for p in order if name in TRACK_READERS[p])
+
+    track = [k for k in keys if k.name.startswith("track.")]
+    if not track:
+        return keys, {}
+    rank = {k.name: (order.index(r[0]) + 1 if r else 0, len(r)) for k in track for r in [readers(k)]}
+    grouped = sorted(track, key=lambda k: rank[k.name])   # stable: field order within a group
+    headings, last = {}, None
+    for k in grouped:
+        r = readers(k)
+        if r != last:
+            names = ", ".join(r[:-1]) + f" and {r[-1]}" if len(r) > 1 else "".join(r)
+            headings[k.name] = f"track keys read by {names}:" if r else "track keys of the run itself:"
+            last = r
+    first = keys.index(track[0])
+    rest = [k for k in keys[first:] if not k.name.startswith("track.")]
+    return keys[:first] + grouped + rest, headings
+
+
+def format_keys(keys: Iterable[Key], width: int | None = None, headings: Mapping[str, str] | None = None) -> str:
+    """One entry per key: ``--name = default`` then the description, wrapped to ``width`` columns;
+    ``headings`` (key name → line) puts a heading line before a key."""
+    headings = headings or {}
     width = width or max(60, min(120, shutil.get_terminal_size().columns - 2))
     keys = list(keys)
     heads = []
@@ -193,6 +227,8 @@ def format_keys(keys: Iterable[Key], width: int | None = None) -> str:
     col = min(max((len(h) for h in heads), default=0) + 4, 34)
     lines = []
     for k, head in zip(keys, heads):
+        if k.name in headings:
+            lines.append(" " + headings[k.name])
         text = k.help or "(no description)"
         if "|" in k.kind and not all(c in text for c in k.kind.split(" | ")):
             text += f" [{k.kind}]"   # a Literal whose comment does not name every choice
@@ -217,4 +253,5 @@ def epilog(allowed: Iterable[str] | None = None, title: str | None = None) -> st
     if not keys:
         return title + "\n  (none)"
     wrapped = textwrap.fill(title, width=max(60, min(120, shutil.get_terminal_size().columns - 2)))
-    return wrapped + ":\n" + format_keys(keys)
+    ordered, headings = track_groups(keys)
+    return wrapped + ":\n" + format_keys(ordered, headings=headings)
