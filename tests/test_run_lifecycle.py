@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import selfstab
-from selfstab import experiment
+from selfstab import experiment, phases
 from selfstab.cli.main import main
 from selfstab.config import RunConfig, from_dict
 from selfstab.problem.build import build_problem
@@ -84,9 +84,9 @@ def _interrupted_at(real, step: int):
 
 def test_ctrl_c_in_training_says_where_and_resume_continues_it_bit_for_bit(tmp_path, monkeypatch, capsys):
     reference = experiment.start(_cfg(TRAIN, tmp_path / "ref"), train_only=True)
-    real = experiment.gd_to_edge
+    real = phases.gd_to_edge
     run = tmp_path / "run"
-    monkeypatch.setattr(experiment, "gd_to_edge", _interrupted_at(real, 70))
+    monkeypatch.setattr(phases, "gd_to_edge", _interrupted_at(real, 70))
     assert main(["train", "--out", str(run), *TRAIN_ARGS]) == 130
     err = capsys.readouterr().err.strip()
     last = read_latest_checkpoint(run)
@@ -94,7 +94,7 @@ def test_ctrl_c_in_training_says_where_and_resume_continues_it_bit_for_bit(tmp_p
     assert err == (f"selfstab train: interrupted at training step 70; selfstab resume {run} continues from "
                    f"training step {last['state']['gd']['t']}")
     assert load_run(run).status.startswith("stopped: interrupted at training step 70")
-    monkeypatch.setattr(experiment, "gd_to_edge", real)
+    monkeypatch.setattr(phases, "gd_to_edge", real)
     assert main(["resume", str(run)]) == 0
     _same_records(reference.path, run)
     assert torch.equal(_edge_state(run)["theta0"], _edge_state(reference.path)["theta0"])
@@ -109,14 +109,14 @@ def test_fixed_step_training_checkpoints_and_resumes_bit_for_bit(tmp_path, monke
             "inverse_sharpness"]
     ref = tmp_path / "ref"
     assert main(["train", "--out", str(ref), *args]) == 0
-    real = experiment.gd_run
+    real = phases.gd_run
     run = tmp_path / "run"
-    monkeypatch.setattr(experiment, "gd_run", _interrupted_at(real, 33))
+    monkeypatch.setattr(phases, "gd_run", _interrupted_at(real, 33))
     assert main(["train", "--out", str(run), *args]) == 130
     last = read_latest_checkpoint(run)
     assert last["state"]["phase"] == "train" and last["state"]["gd"]["t"] == 20
     assert "continues from training step 20" in capsys.readouterr().err
-    monkeypatch.setattr(experiment, "gd_run", real)
+    monkeypatch.setattr(phases, "gd_run", real)
     assert main(["resume", str(run)]) == 0
     _same_records(ref, run)
     assert len(load_run(run).records["train"]) == 46

@@ -320,12 +320,12 @@ TINY_ARGS = ["--lr", "0.5", "--quiet", "--data.name", "synthetic", "--data.n", "
 
 
 def test_a_run_ended_by_a_convergence_error(tmp_path, monkeypatch, capsys):
-    from selfstab import experiment
+    from selfstab import experiment, phases
     from selfstab.cli.main import main
     from selfstab.records import load_run
     from selfstab.spectrum import sharpness
 
-    real_solver, real_track = sharpness.top_eigenpairs, experiment.track
+    real_solver, real_track = sharpness.top_eigenpairs, phases.track
     written = []
 
     def track(*args, on_records, **kw):   # count the tracked steps written to the records
@@ -339,7 +339,7 @@ def test_a_run_ended_by_a_convergence_error(tmp_path, monkeypatch, capsys):
             return real_solver(lambda V: torch.full_like(V, float("nan")), *args, **{**kw, "on_fail": "raise"})
         return real_solver(matvec, *args, **kw)
 
-    monkeypatch.setattr(experiment, "track", track)
+    monkeypatch.setattr(phases, "track", track)
     monkeypatch.setattr(sharpness, "top_eigenpairs", solver)
     out = tmp_path / "run"
     capsys.readouterr()
