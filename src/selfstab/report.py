@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import ConfigError
-from .figures.style import MOVING_WINDOW, png_bytes, run_title
+from .figures.style import png_bytes, run_title
 from .measures import MIN_TRACKED_STEPS, key_numbers, regimes, relative_error, status_note
 from .records import Run, load_run
+from .records.series import MOVING_WINDOW
 
 __all__ = ["KEY_LABELS", "comparison_path", "key_numbers", "regimes", "relative_error", "status_note", "write_report"]
 
