@@ -82,13 +82,14 @@ def sharpness_two_step(run, process: str) -> pd.Series | None:
 
 
 def lr_of(run) -> float:
-    """The run's η: the summary's ``lr``, else the config's run-level ``lr``, else ``train.lr`` (older
-    runs); NaN when none exists."""
+    """The run's η as the run resolved it: the summary's ``lr``, else the config's ``lr``; NaN when neither
+    exists.
+
+    A run's ``config.toml`` is the resolved config, written after :meth:`selfstab.config.RunConfig.migrate`
+    (the one place that reads an old ``train.lr``), so no older layout is read again here."""
     lr = run.summary.get("lr")
     if lr is None:
         lr = run.config.get("lr")
-    if lr is None:
-        lr = (run.config.get("train") or {}).get("lr")
     return float(lr) if lr is not None else float("nan")
 
 
