@@ -180,7 +180,7 @@ def test_report_command(tmp_path, capsys):
 def test_a_run_of_too_few_tracked_steps_shows_no_agreement(tmp_path):
     """§4.3: a run tracked for one step reported "Theorem 1 loss median relative error 5.64e-06" and "gradient
     flow: distance from GD 0"; from fewer than MIN_TRACKED_STEPS steps, agreement numbers say so instead."""
-    from selfstab.measures import AGREEMENT, MIN_TRACKED_STEPS
+    from selfstab.report import AGREEMENT, MIN_TRACKED_STEPS
 
     run = hand_run(tmp_path / "r")   # 4 tracked steps
     assert MIN_TRACKED_STEPS >= 20

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-import selfstab.report as report_mod
+import selfstab.report.page as report_mod
 from selfstab.cli.main import main
 from selfstab.records import load_run
 from selfstab.report import key_numbers, status_note, write_report

@@ -1,8 +1,7 @@
 """What a run measured, in a few numbers: :func:`key_numbers`, the regimes by ``k_crit``, a run's status.
 
-Computed from the records and summary alone, so a report, a comparison page
-and the slow tests read the same numbers (:mod:`~selfstab.report` lays them
-out).
+Computed from the records and summary alone (through :mod:`selfstab.records.series`), so a report, a
+comparison page and the slow tests read the same numbers (:mod:`.page` lays them out).
 """
 
 from __future__ import annotations
@@ -15,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .records.series import MOVING_WINDOW, column, lr_of, moving_average, onset, sharpness_two_step
-from .records import Run
+from ..records import Run
+from ..records.series import MOVING_WINDOW, column, lr_of, moving_average, onset, sharpness_two_step
 
 __all__ = ["AGREEMENT", "MIN_TRACKED_STEPS", "key_numbers", "regimes", "relative_error", "status_note", "too_few_steps"]
 
@@ -214,7 +213,7 @@ def _several(run: Run) -> dict[str, Any]:
     central_err = relative_error(column(run, "central", "predicted_loss"), moving_average(column(run, "gd", "loss")))
     residuals = [c for c in (column(run, "central", "sdcp_residual"), column(run, "kconstrained", "sdcp_residual"))
                  if c is not None]
-    from .figures.assumptions import rule_kind
+    from ..figures.assumptions import rule_kind
 
     out: dict[str, Any] = {
         "lambda2_rule": rule_kind(run),
