@@ -19,6 +19,9 @@ import pandas as pd
 
 from ..records.series import dense, is_inverse_sharpness, lr_of
 
+__all__ = ["EDGE_STYLE", "NOTE_STYLE", "PROCESSES", "ProcessStyle", "edge_line", "finish_empty", "lr_colors", "lr_label",
+           "note", "outside_note", "plot_process", "png_bytes", "pyplot", "run_title", "save", "style_of"]
+
 
 @dataclass(frozen=True)
 class ProcessStyle:
