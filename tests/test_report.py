@@ -15,7 +15,7 @@ from selfstab.report import key_numbers, relative_error, write_report
 from selfstab.theory import simplified_dynamics
 
 NAN = math.nan
-CONFIG = {"seed": 0, "model": {"name": "mlp"}, "data": {"name": "digits"}, "loss": "mse", "train": {"lr": 0.1},
+CONFIG = {"seed": 0, "model": {"name": "mlp"}, "data": {"name": "digits"}, "loss": "mse", "lr": 0.1,
           "track": {"stop_lambda2": 1.7}}
 
 
@@ -89,7 +89,7 @@ def test_lambda2_threshold_and_lr_come_from_the_run(tmp_path):
     text = write_report(hand_run(tmp_path / "r")).read_text(encoding="utf-8")
     assert "<td>max η·λ₂(θ†)</td><td>1.8</td>" in text
     assert "<td>the λ₂ rule acts at η·λ₂ =</td><td>1.7</td>" in text and "1.9" not in text
-    rd = RunDir.create(tmp_path / "new", {**{k: v for k, v in CONFIG.items() if k != "train"}, "lr": 0.25,
+    rd = RunDir.create(tmp_path / "new", {**CONFIG, "lr": 0.25,
                                           "train": {"schedule": "constant"}})
     _append(rd, "train", {"loss": [3.0, 2.0], "sharpness": [5.0, 8.0]})
     rd.flush()
@@ -107,7 +107,7 @@ def test_relative_error_drops_missing_and_zero_references():
 
 def realistic_run(path, steps=120, lr=0.02):
     """A run whose tracked series follow eq. (3), as in test_paper_figures (smaller)."""
-    rd = RunDir.create(path, {**CONFIG, "train": {"lr": lr}})
+    rd = RunDir.create(path, {**CONFIG, "lr": lr})
     x, y = simplified_dynamics(10.0, 10.0, lr, 0.05, 0.0, steps)
     l_dag = 0.3 * np.exp(-np.arange(steps + 1) / 500)
     for t in range(steps + 1):
@@ -138,7 +138,7 @@ def test_html_report_embeds_the_figures_and_the_numbers(tmp_path):
     assert all(base64.b64decode(img)[:8] == b"\x89PNG\r\n\x1a\n" for img in images)
     assert "<td>edge reached (θ₀) at step</td><td>50</td>" in text
     assert "tracking stopped because</td><td>steps" in text
-    assert "[train]" in text and "lr = 0.02" in text  # the config, as TOML
+    assert "[track]" in text and "lr = 0.02" in text  # the config, as TOML
     assert 'id="figure4_zoom"' in text and "src=\"figure" not in text  # self-contained: no file references
 
 
@@ -180,7 +180,7 @@ def test_report_command(tmp_path, capsys):
 def test_a_run_of_too_few_tracked_steps_shows_no_agreement(tmp_path):
     """§4.3: a run tracked for one step reported "Theorem 1 loss median relative error 5.64e-06" and "gradient
     flow: distance from GD 0"; from fewer than MIN_TRACKED_STEPS steps, agreement numbers say so instead."""
-    from selfstab.measures import AGREEMENT, MIN_TRACKED_STEPS
+    from selfstab.report import AGREEMENT, MIN_TRACKED_STEPS
 
     run = hand_run(tmp_path / "r")   # 4 tracked steps
     assert MIN_TRACKED_STEPS >= 20

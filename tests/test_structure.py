@@ -170,3 +170,41 @@ BENCHMARKS = sorted((SRC.parents[1] / "benchmarks").glob("*.py"))
 @pytest.mark.parametrize("path", BENCHMARKS, ids=lambda p: p.name)
 def test_benchmarks_use_only_public_api(path):
     assert _foreign_privates(ast.parse(path.read_text())) == []
+
+
+# ----------------------------------------------------------------------------- figures draw, they do not read
+
+FILE_READERS = {"h5py", "json", "tomllib", "pickle", "csv", "sqlite3", "torch"}
+READING_CALLS = {"open", "read_text", "read_bytes", "load", "loadtxt", "genfromtxt", "read_csv", "read_hdf",
+                 "read_json", "read_parquet", "read_pickle", "File"}
+
+
+def _file_reading(tree: ast.AST) -> list[str]:
+    """Imports of file readers (h5py, json, tomllib, …) and calls that read a file (``open``, ``.read_text``,
+    ``np.load``, ``pd.read_csv``, …): a figure gets its series from :mod:`selfstab.records` instead."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [f"line {node.lineno}: import {a.name}" for a in node.names if a.name.split(".")[0] in FILE_READERS]
+        elif isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] in FILE_READERS:
+            found.append(f"line {node.lineno}: from {node.module} import …")
+        elif isinstance(node, ast.Call):
+            f = node.func
+            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+            if name in READING_CALLS:
+                found.append(f"line {node.lineno}: {ast.unparse(f)}(…)")
+    return found
+
+
+@pytest.mark.parametrize("path", [p for p in FILES if _rel(p).startswith("figures/")], ids=_rel)
+def test_figures_do_not_read_files(path):
+    assert _file_reading(ast.parse(path.read_text())) == []
+
+
+def test_the_check_sees_a_figure_reading_a_file():
+    assert _file_reading(ast.parse("import h5py"))
+    assert _file_reading(ast.parse("from json import loads"))
+    assert _file_reading(ast.parse("def f(p):\n    return open(p).read()\n"))
+    assert _file_reading(ast.parse("def f(p):\n    return p.read_text()\n"))
+    assert _file_reading(ast.parse("import numpy as np\nx = np.load('a.npy')\n"))
+    assert not _file_reading(ast.parse("from ..records.series import column\nfrom .style import save\n"))

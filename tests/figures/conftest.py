@@ -19,7 +19,7 @@ ONSET = 120
 def make_run(path, lr=0.02, steps=200, processes=ALL, schedule="constant", alpha=10.0, beta=10.0):
     """A run directory whose tracked series follow eq. (3) from x₀ = 0.05, the edge at step ONSET."""
     cfg = {"seed": 0, "model": {"name": "mlp", "width": 16}, "data": {"name": "digits"}, "loss": "mse",
-           "train": {"lr": lr, "schedule": schedule}, "track": {"steps": steps, "stop_lambda2": 1.9}}
+           "lr": lr, "train": {"schedule": schedule}, "track": {"steps": steps, "stop_lambda2": 1.9}}
     rd = RunDir.create(path, cfg)
     x, y = simplified_dynamics(alpha, beta, lr, 0.05, 0.0, steps)
     t = np.arange(steps + 1)

@@ -6,7 +6,8 @@ import pytest
 from selfstab.figures import registry
 from selfstab.figures.assumptions import make_figure5
 from selfstab.figures.central import make_central
-from selfstab.figures.style import moving_average, pyplot
+from selfstab.figures.style import pyplot
+from selfstab.records.series import moving_average
 from selfstab.records import RunDir, load_run
 
 LR = 0.4

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-import selfstab.report as report_mod
+import selfstab.report.page as report_mod
 from selfstab.cli.main import main
 from selfstab.records import load_run
 from selfstab.report import key_numbers, status_note, write_report
@@ -57,9 +57,9 @@ def test_comparison_page_has_one_column_per_run_and_the_combined_figures(two, tm
     assert row == f"<td>{k[0]['tracked_steps']}</td><td>{k[1]['tracked_steps']}</td>" == "<td>120</td><td>100</td>"
     row = re.search(r"<tr><td>learning rate η</td>(.*?)</tr>", text).group(1)
     assert row == "<td>0.02</td><td>0.01</td>"
-    # the config keys that differ: η (train.lr in these runs) and track.steps, nothing else
+    # the config keys that differ: η (lr) and track.steps, nothing else
     diffs = re.search(r"<h2>Config differences</h2>\n<table>(.*?)</table>", text, re.S).group(1)
-    assert re.findall(r"<tr><td>([a-z_.]+)</td>", diffs) == ["train.lr", "track.steps"]
+    assert re.findall(r"<tr><td>([a-z_.]+)</td>", diffs) == ["lr", "track.steps"]
     # the combined figures: 4 (and its zoom) and 6, each with one row per run (sorted by η)
     assert re.findall(r'<figure id="([a-z0-9_]+)">', text) == ["figure4", "figure4_zoom", "figure6"]
     fig4_rows = [t for t in drawn["titles"][0] if t]

@@ -8,7 +8,8 @@ import pytest
 
 from selfstab.cli.main import main
 from selfstab.figures import paper
-from selfstab.figures.style import pyplot, style_of, two_step_average
+from selfstab.figures.style import pyplot, style_of
+from selfstab.records.series import two_step_average
 
 ONSET = 120   # conftest.make_run: the edge of its synthetic runs
 

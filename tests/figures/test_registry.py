@@ -48,7 +48,7 @@ def test_missing_says_what_and_how(make_run, tmp_path):
     run = make_run(tmp_path / "r", processes=("train",))
     assert missing("4", run) == f"{TRACK_NEED}; this run has only train: run `selfstab track {run.path}`"
     assert missing("1", run) is None and missing("6", run) is None
-    empty = load_run(RunDir.create(tmp_path / "empty", {"train": {"lr": 0.1}}).path)
+    empty = load_run(RunDir.create(tmp_path / "empty", {"lr": 0.1}).path)
     assert missing("1", empty).endswith("this run has no records yet: run `selfstab resume " + str(empty.path) + "` "
                                         "to train it")
 
@@ -101,7 +101,7 @@ def test_plot_a_run_that_was_never_tracked(make_run, tmp_path, capsys):
 
 
 def test_plot_a_run_without_records(tmp_path, capsys):
-    rd = RunDir.create(tmp_path / "r", {"train": {"lr": 0.1}})
+    rd = RunDir.create(tmp_path / "r", {"lr": 0.1})
     assert main(["plot", str(rd.path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("selfstab plot: error: nothing to plot: figure 1 needs training records (train); "

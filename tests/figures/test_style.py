@@ -1,12 +1,11 @@
-"""The shared pieces of the figures: the two-step sharpness average, the process table, η of a run."""
+"""The shared pieces of the figures: the process table, and the two-step sharpness average they draw (as recorded)."""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
-from selfstab.figures.style import PROCESSES, lr_of, sharpness_two_step, style_of, two_step_average
-from selfstab.records import Run
+from selfstab.figures.style import PROCESSES, style_of
+from selfstab.records.series import sharpness_two_step, two_step_average
 
 
 def test_two_step_average_is_the_pairing_the_tracker_records(tracked_run):
@@ -22,13 +21,6 @@ def test_two_step_average_is_the_pairing_the_tracker_records(tracked_run):
     assert not np.allclose((s[:-1] + s[1:]) / 2, recorded[:-1], rtol=1e-6)
 
 
-def test_two_step_average_of_a_process_without_the_recorded_column():
-    run = Run(path="r", config={}, records={"predicted": pd.DataFrame(
-        {"sharpness": [1.0, 3.0, np.nan, 7.0, 9.0]}, index=pd.Index([0, 1, 2, 3, 4], name="step"))})
-    np.testing.assert_array_equal(sharpness_two_step(run, "predicted").to_numpy(), [np.nan, 2.0, np.nan, np.nan, 8.0])
-    assert sharpness_two_step(run, "gd") is None
-
-
 def test_one_table_of_process_styles():
     for name in ("gd", "constrained", "predicted", "generalized", "flow", "central", "constrained_k"):
         assert PROCESSES[name].label and PROCESSES[name].color
@@ -36,10 +28,3 @@ def test_one_table_of_process_styles():
                                       "constrained_k")]
     assert len({p.label for p in tracked}) == len(tracked) and len({p.color for p in tracked}) == len(tracked)
     assert style_of("my_process").label == "my_process"   # a user's process still plots, under its name
-
-
-def test_lr_from_the_summary_the_run_level_config_or_train():
-    assert lr_of(Run(path="r", config={"lr": 0.3, "train": {"lr": 0.1}}, summary={})) == 0.3
-    assert lr_of(Run(path="r", config={"train": {"lr": 0.1}}, summary={})) == 0.1
-    assert lr_of(Run(path="r", config={"lr": 0.3}, summary={"lr": 0.2})) == 0.2
-    assert np.isnan(lr_of(Run(path="r", config={}, summary={})))

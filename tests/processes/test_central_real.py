@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from selfstab import load_run
-from selfstab.figures.style import moving_average
+from selfstab.records.series import moving_average
 from selfstab.report import relative_error
 
 ALL = "gd,constrained,predicted,flow,central,kconstrained,diagnostics"

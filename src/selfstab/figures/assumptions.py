@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .style import (column, edge_line, finish_empty, lr_label, lr_of, note, onset, plot_process, pyplot,
-                    run_title, save)
+from ..records.series import column, lr_of, onset
+from .style import edge_line, finish_empty, lr_label, note, plot_process, pyplot, run_title, save
 
 _EST = r" ($\rho_3,\rho_4$: estimates)"
 

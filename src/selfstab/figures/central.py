@@ -2,8 +2,8 @@
 
 Three panels against the step since ``θ₀`` (docs/theory.md §10), from the records alone:
 
-1. loss — GD's, its centred 10-step moving average (:func:`~.style.moving_average`), the central
-   flow's predicted time-averaged loss ``L(θ_cf) + tr(X)/η`` and the flow's own ``L(θ_cf)``;
+1. loss — GD's, its centred 10-step moving average (:func:`~selfstab.records.series.moving_average`),
+   the central flow's predicted time-averaged loss ``L(θ_cf) + tr(X)/η`` and the flow's own ``L(θ_cf)``;
 2. ``k_crit`` (critical eigenvalues, ``≥ critical_threshold·2/η``) and ``rank(X)`` (the directions
    that oscillate) along the central flow, as step lines;
 3. distances to GD — ``‖θ_GD − θ_cf‖``, ``‖θ_GD − θ†_k‖`` and gradient flow's ``‖θ_GD − θ_flow‖``
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .style import (MOVING_WINDOW, column, finish_empty, lr_label, moving_average, note, plot_process, pyplot,
-                    run_title, save)
+from ..records.series import MOVING_WINDOW, column, moving_average
+from .style import finish_empty, lr_label, note, plot_process, pyplot, run_title, save
 
 
 def _subjects(run) -> str:

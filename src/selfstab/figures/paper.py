@@ -23,9 +23,10 @@ import numpy as np
 
 from ..records import Run
 from .assumptions import appendix_e, figure5, make_appendix_e, make_figure5
-from .style import (column, dense, edge_line, finish_empty, is_inverse_sharpness, lr_colors, lr_label, lr_of,
-                    note, onset, outside_note, plot_process, pyplot, recorded_steps, run_title, save,
-                    sharpness_two_step, style_of)
+from ..records.series import (column, dense, is_inverse_sharpness, lr_of, onset, recorded_steps,
+                               sharpness_two_step)
+from .style import (edge_line, finish_empty, lr_colors, lr_label, note, outside_note, plot_process, pyplot, run_title,
+                    save, style_of)
 
 __all__ = ["TRACKED", "appendix_e", "figure1", "figure4", "figure5", "figure6", "make_appendix_e",
            "make_figure1", "make_figure4", "make_figure5", "make_figure6", "zoom_window"]
@@ -187,7 +188,7 @@ def make_figure4(runs: Sequence, zoom: tuple[int, int] | None = None, *, zoomed:
     """Figure 4: one row per run (sorted by η), columns loss / sharpness / distance from θ†_t, for GD,
     the predicted dynamics, the generalized prediction, θ†_t and gradient flow, against tracked steps.
 
-    Sharpnesses are the two-step averages ``(S_{t−1} + S_t)/2`` of :func:`~.style.two_step_average`.
+    Sharpnesses are the two-step averages ``(S_{t−1} + S_t)/2`` of :func:`~selfstab.records.series.two_step_average`.
     ``zoomed``: show only one cycle — ``zoom = (first, last)`` for every row, or by default each run's
     :func:`zoom_window`; otherwise that window is shaded on the full rows (and named in the legend).
     A window outside a run's records is said so on its row ("steps 500–600 are outside the

@@ -235,7 +235,8 @@ def _plan(runs: list, names: Sequence[str] | None, strict: bool, on_note) -> lis
 
 
 def _zoom_notes(runs, zoom, on_note) -> None:
-    from .style import outside_note, recorded_steps
+    from ..records.series import recorded_steps
+    from .style import outside_note
 
     for r in runs:
         text = outside_note(zoom, recorded_steps(r, TRACKED))

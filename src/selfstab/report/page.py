@@ -1,12 +1,12 @@
 """One page per run: the config, the key numbers and the paper's figures, from the records alone.
 
-:func:`~selfstab.measures.key_numbers` condenses a run into a flat dict (onset, why tracking stopped,
+:func:`~.measures.key_numbers` condenses a run into a flat dict (onset, why tracking stopped,
 how well Theorem 1 predicts GD, distances, solver costs); :func:`write_report` writes it, with the
 figures, as a self-contained HTML page (PNG images embedded as base64) or as Markdown with
 the PNGs beside it.  Several runs make one comparison page (:func:`write_report` with a list):
 the config keys that differ, the key numbers side by side (one column per run) and the figures
 that combine the runs (4 and 6).  A run still being written is reported as far as it is
-recorded, and says so (:func:`status_note`).
+recorded, and says so (:func:`~.measures.status_note`).
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import ConfigError
-from .figures.style import MOVING_WINDOW, png_bytes, run_title
-from .measures import MIN_TRACKED_STEPS, key_numbers, regimes, relative_error, status_note
-from .records import Run, load_run
+from ..errors import ConfigError
+from ..figures.style import png_bytes, run_title
+from ..records import Run, load_run
+from ..records.series import MOVING_WINDOW
+from .measures import MIN_TRACKED_STEPS, key_numbers, status_note
 
-__all__ = ["KEY_LABELS", "comparison_path", "key_numbers", "regimes", "relative_error", "status_note", "write_report"]
+__all__ = ["KEY_LABELS", "comparison_path", "write_report"]
 
 
 # The order and wording of the key numbers in a report.
@@ -103,7 +104,7 @@ def _fmt(v: Any) -> str:
 def _figures(run: Run, notes: list[str]) -> Iterator[tuple[str, str, Any]]:
     """``(stem, caption, figure)`` of each figure whose records this run has (the registry decides),
     drawn one at a time; ``notes`` gets one line for each figure left out, saying why."""
-    from .figures.registry import render
+    from ..figures.registry import render
 
     for stem, caption, _, fig in render(run, on_note=notes.append):
         yield stem, caption, fig
@@ -125,7 +126,7 @@ def _config_text(run: Run) -> str:
     try:
         return (Path(run.path) / "config.toml").read_text(encoding="utf-8")
     except OSError:
-        from .config import dumps_toml
+        from ..config import dumps_toml
         return dumps_toml(run.config)
 
 
@@ -216,7 +217,7 @@ def _names(runs: list[Run]) -> list[str]:
 
 def _config_differences(runs: list[Run]) -> list[tuple[str, list[Any]]]:
     """``(key, [value per run])`` for each config key on which the runs differ (``out``, ``quiet`` aside)."""
-    from .tomlio import to_dict
+    from ..tomlio import to_dict
 
     def flat(d: Any, prefix: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -240,7 +241,7 @@ def _compare_rows(numbers: list[dict]) -> list[tuple[str, list[Any]]]:
 
 def _compare_figures(runs: list[Run], notes: list[str]) -> Iterator[tuple[str, str, Any]]:
     """The figures that combine the runs (the registry's ``combined`` ones), those the records allow."""
-    from .figures.registry import FIGURES, render
+    from ..figures.registry import FIGURES, render
 
     names = [n for n, spec in FIGURES.items() if spec.combined]
     for stem, caption, _, fig in render(runs, names, strict=False, on_note=notes.append):
@@ -305,7 +306,7 @@ def _compare_markdown(runs: list[Run], numbers: list[dict], diffs, images, notes
 
 
 def _out_folder(out: Path) -> None:
-    from .records import writable_folder
+    from ..records import writable_folder
 
     writable_folder(out.parent, "use --out FILE to write the report somewhere else")
 

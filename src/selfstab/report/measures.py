@@ -1,8 +1,7 @@
 """What a run measured, in a few numbers: :func:`key_numbers`, the regimes by ``k_crit``, a run's status.
 
-Computed from the records and summary alone, so a report, a comparison page
-and the slow tests read the same numbers (:mod:`~selfstab.report` lays them
-out).
+Computed from the records and summary alone (through :mod:`selfstab.records.series`), so a report, a
+comparison page and the slow tests read the same numbers (:mod:`.page` lays them out).
 """
 
 from __future__ import annotations
@@ -15,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .figures.style import MOVING_WINDOW, column, lr_of, moving_average, onset, sharpness_two_step
-from .records import Run
+from ..records import Run
+from ..records.series import MOVING_WINDOW, column, lr_of, moving_average, onset, sharpness_two_step
 
 __all__ = ["AGREEMENT", "MIN_TRACKED_STEPS", "key_numbers", "regimes", "relative_error", "status_note", "too_few_steps"]
 
@@ -111,7 +110,7 @@ def key_numbers(run: Run, min_steps: int = MIN_TRACKED_STEPS) -> dict[str, Any]:
 
     Theorem 1 errors compare, over the tracked steps where both are recorded,
     ``predicted.loss`` (= L(θ†_t) + x_t²/η) with ``gd.loss``, and the two-step averages
-    ``(S_{t−1} + S_t)/2`` (docs/theory.md §6; :func:`~selfstab.figures.style.two_step_average`) of
+    ``(S_{t−1} + S_t)/2`` (docs/theory.md §6; :func:`~selfstab.records.series.two_step_average`) of
     ``predicted.sharpness`` (= 2/η + y_t + (∇S·u)x_t) and of GD's sharpness (the recorded
     ``gd.sharpness_avg2``, or the average of ``gd.sharpness`` when that column is absent):
     ``|pred − gd| / |gd|``, median and max (keys ``median_rel_err_loss`` …; the same for the
@@ -184,7 +183,7 @@ def regimes(run: Run) -> pd.DataFrame | None:
     """Each theory's error by regime: one row per ``k_crit`` (the central flow's critical eigenvalues,
     ``central.k_crit``) with the number of tracked steps in it and, over those steps, the median and
     max relative errors of the central flow's predicted loss ``L(θ_cf) + tr(X)/η`` against GD's centred
-    10-step moving average (:func:`~selfstab.figures.style.moving_average`; the window's first and
+    10-step moving average (:func:`~selfstab.records.series.moving_average`; the window's first and
     last steps have none) and of Theorem 1's loss ``L(θ†) + x²/η`` (``predicted.loss``) against GD's
     loss.  None when the run has no central-flow records."""
     k = column(run, "central", "k_crit")
@@ -214,7 +213,7 @@ def _several(run: Run, min_steps: int = MIN_TRACKED_STEPS) -> dict[str, Any]:
     central_err = relative_error(column(run, "central", "predicted_loss"), moving_average(column(run, "gd", "loss")))
     residuals = [c for c in (column(run, "central", "sdcp_residual"), column(run, "kconstrained", "sdcp_residual"))
                  if c is not None]
-    from .figures.assumptions import rule_kind
+    from ..figures.assumptions import rule_kind
 
     out: dict[str, Any] = {
         "lambda2_rule": rule_kind(run),
