@@ -87,3 +87,13 @@ def test_the_default_set_brings_the_central_flow_where_lambda2_reaches_the_edge(
     from selfstab.report import write_report
     page = write_report(out, out / "report.md").read_text()
     assert "Which theory held when" in page and "central tracked" in page
+
+
+def test_a_default_run_below_the_line_says_why_figure_c_is_not_there(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), "--track.steps", "3", *TINY, "--track.stop_lambda2", "1.99"]) == 0
+    text = capsys.readouterr().out
+    s = load_run(out).summary
+    assert "central" not in s["processes"] and "joined" not in s
+    assert "skipped: figure c (several unstable eigenvalues): λ₂ stayed below the λ₂ rule's line" in text
+    assert "--track.processes gd,central" not in text
