@@ -213,3 +213,16 @@ def _at_least(obj: Any, low: int, *names: str) -> Iterator[tuple[str, str]]:
         value = getattr(obj, name)
         if value < low:
             yield name, f"must be ≥ {low}, got {value!r}"
+
+
+# What may change on a run that exists (dotted keys, or sections whose keys all count): tracking a trained run
+# may set any track.* key; a resume only these, track.steps only upwards (an extension).  The one owner of the
+# rule: selfstab.experiment's resume/track_trained apply it, the CLI's help lists it.
+TRACK_KEYS = ("track", "quiet", "flush_seconds")
+RESUME_KEYS = ("quiet", "flush_seconds", "track.steps")
+
+
+def changed_keys(old: Any, new: Any, allowed: tuple[str, ...]) -> list[str]:
+    """The dotted keys on which configs ``old`` and ``new`` differ that ``allowed`` does not cover."""
+    return [k for k in diff_configs(old, new) if not any(k == a or k.startswith(a + ".") for a in allowed)]
+

@@ -49,17 +49,20 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 import torch
 
 from . import distributed
-from .config import RunConfig, load_config
+from .config import RESUME_KEYS, TRACK_KEYS, RunConfig, changed_keys, diff_configs, from_dict, load_config
 from .errors import ConfigError, DataError, RunInterrupted, SelfstabError
 from .problem.build import Problem, build_problem, data_parallel
 from .processes import default_processes
 from .records import RunDir, load_run
 from .records.reading import read_latest_checkpoint
+from .wording import plural
 
 # the stages live in phases.py; these names stay importable from here (tests and benchmarks patch track_phase)
 from .phases import _checkpoint, as_config, track_options, track_phase, train_phase  # noqa: F401
@@ -294,6 +297,98 @@ def run(config: RunConfig | dict | str | os.PathLike | None = None, *, overwrite
     return rundir
 
 
-def resume(path: str | os.PathLike) -> RunDir:
-    """Continue the run in ``path`` from its last checkpoint, as ``selfstab resume`` does (without figures)."""
-    return execute(RunDir.open(path))
+def _overrides(changes: Sequence[str] | Mapping[str, Any] | None) -> list[str]:
+    """Config changes as command-line overrides: ``["--track.steps", "1600"]`` as they are, or a dict of dotted
+    keys (``{"track.steps": 1600}``; a list value as ``a,b``)."""
+    if not changes:
+        return []
+    if isinstance(changes, Mapping):
+        return [tok for key, value in changes.items() for tok in
+                (f"--{key}", ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))]
+    return list(changes)
+
+
+def resume(path: str | os.PathLike, changes: Sequence[str] | Mapping[str, Any] | None = None) -> RunDir:
+    """Continue the run in ``path`` from its last checkpoint, as ``selfstab resume`` does (without figures).
+
+    ``changes``: config changes, only of :data:`~selfstab.config.RESUME_KEYS`; a larger ``track.steps``
+    extends a finished run (:func:`extend`): its records continue as if it had been that long from the start.
+    """
+    run = RunDir.open(path)
+    check_cli_can_continue(run.path, run.summary, "resume")
+    overrides = _overrides(changes)
+    if overrides:
+        old = from_dict(RunConfig, run.config)
+        new = load_config(RunConfig, run.config, overrides)
+        changed = changed_keys(old, new, RESUME_KEYS)
+        if changed:
+            raise ConfigError(f"resume: the config changed ({changed[0]}); a resumed run must keep its config "
+                              f"(resume accepts {', '.join(RESUME_KEYS)}) — start a new run instead")
+        if new.track.steps != old.track.steps:
+            extend(run, old, new)
+        elif diff_configs(old, new):
+            run.update_config(new, notes=_extension_notes(run.summary.get("extensions", [])))
+    return execute(run)
+
+
+def track_trained(path: str | os.PathLike, changes: Sequence[str] | Mapping[str, Any] | None = None, *,
+                  out: str | os.PathLike | None = None, overwrite: bool = False) -> RunDir:
+    """Track the trained run in ``path``, as ``selfstab track`` does (without figures): in place, or into a
+    new folder ``out`` (``path`` only read) with other ``track`` settings (``changes``, only of
+    :data:`~selfstab.config.TRACK_KEYS`)."""
+    overrides = _overrides(changes)
+    if out is not None:
+        source = load_run(path)
+        check_cli_can_continue(path, source.summary, "track")
+        old = from_dict(RunConfig, source.config)
+        cfg = load_config(RunConfig, source.config, [*overrides, "--out", os.fspath(out)])
+        changed = changed_keys(old, cfg, TRACK_KEYS + ("out",))
+        if changed:
+            raise ConfigError(f"track: only track.* settings can change after training; {changed[0]} differs "
+                              f"(start a new run with selfstab run)")
+        return track_into(path, cfg, overwrite=overwrite)
+    run = RunDir.open(path, fix="track it into a new folder with --out NEW")
+    check_cli_can_continue(run.path, run.summary, "track")
+    old = from_dict(RunConfig, run.config)
+    cfg = load_config(RunConfig, run.config, overrides)
+    changed = changed_keys(old, cfg, TRACK_KEYS)
+    if changed:
+        raise ConfigError(f"track: only track.* settings can change after training; {changed[0]} differs "
+                          f"(start a new run with selfstab run)")
+    if run.summary.get("tracked_steps") is not None and diff_configs(old, cfg):
+        raise ConfigError(f"track: {run.path} was already tracked; change settings in a new run")
+    if "onset_step" not in run.summary:
+        raise ConfigError(f"track: {run.path} has not reached the edge yet; run selfstab resume {run.path} first")
+    check_track_world_size(run.path)
+    run.update_config(cfg)
+    return execute(run, train_only=False)
+
+
+def _extension_notes(history: list[dict]) -> list[str]:
+    return ["extended: " + ", ".join(f"track.steps {h['from']} → {h['to']} ({h['time']})" for h in history)] \
+        if history else []
+
+
+def extend(run: RunDir, old: RunConfig, new: RunConfig) -> None:
+    """Extend ``run`` from ``old.track.steps`` to ``new.track.steps`` under :func:`check_extension`'s rule,
+    noting it in ``config.toml`` and the summary's ``extensions`` (``resume`` and ``sweep --resume``)."""
+    check_extension(run, old.track.steps, new.track.steps)
+    history = [*run.summary.get("extensions", []),
+               {"key": "track.steps", "from": old.track.steps, "to": new.track.steps,
+                "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
+    run.update_config(new, notes=_extension_notes(history))
+    run.write_summary({"extensions": history})
+
+
+def check_extension(run: Any, old: int, new: int) -> None:
+    """``track.steps`` may only grow, and only on a run that tracking did not stop for another reason
+    (``run``: anything with a ``path``)."""
+    if new < old:
+        raise ConfigError(f"resume: track.steps can only grow (this run tracks {plural(old, 'step')}, asked for "
+                          f"{new}); to track fewer steps, read the first {new} rows of its records")
+    latest = read_latest_checkpoint(run.path)
+    state = None if latest is None else latest["state"]
+    if state is not None and state["phase"] == "track" and state["lockstep"]["stop_reason"]:
+        raise ConfigError(f"resume: {run.path} stopped tracking before its step limit "
+                          f"({state['lockstep']['stop_reason']}); more steps would not continue it — start a "
+                          f"new run (e.g. with another track.stop_lambda2)")

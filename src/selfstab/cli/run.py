@@ -22,18 +22,11 @@ import argparse
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
 
-from ..config import RunConfig, diff_configs, from_dict, load_config
+from ..config import RESUME_KEYS, TRACK_KEYS, RunConfig, load_config
 from ..errors import ConfigError, NotWritableError
 from ..wording import plural
 from . import keys
-
-# The config keys each command may change on an existing run (dotted keys, or sections whose keys all count);
-# its --help lists exactly these.
-TRACK_KEYS = ("track", "quiet", "flush_seconds")
-RESUME_KEYS = ("quiet", "flush_seconds", "track.steps")   # track.steps: only up (extends the run)
-
 
 def _parser(sub, name: str, run_arg: bool = False, allowed: tuple[str, ...] | None = None,
             title: str | None = None) -> argparse.ArgumentParser:
@@ -148,24 +141,15 @@ def _new_run(args, train_only: bool) -> int:
     return 0
 
 
-def _track_into(args) -> int:
-    """``selfstab track RUN --out NEW``: RUN's training, tracked with other settings in NEW."""
-    from ..experiment import check_cli_can_continue, track_into
-    from ..records import load_run
+def _track(args) -> int:
+    """``selfstab track RUN [--out NEW]``: :func:`selfstab.experiment.track_trained`, then the report and figures."""
+    from ..experiment import track_trained
     from ..records.writable import not_writable
 
-    source = load_run(args.run)
-    check_cli_can_continue(args.run, source.summary, "track")
-    old = from_dict(RunConfig, source.config)
-    cfg = load_config(RunConfig, source.config, [*args.overrides, "--out", str(args.out)])
-    changed = [k for k in diff_configs(old, cfg) if not keys.accepts(k, TRACK_KEYS + ("out",))]
-    if changed:
-        raise ConfigError(f"track: only track.* settings can change after training; {changed[0]} differs "
-                          f"(start a new run with selfstab run)")
     try:
-        run = track_into(args.run, cfg, overwrite=args.overwrite)
+        run = track_trained(args.run, args.overrides, out=args.out, overwrite=args.overwrite)
     except NotWritableError as exc:   # RunDir's fix names the config key `out`, which `track` does not read
-        if exc.path is None or not isinstance(exc.__context__, OSError):
+        if args.out is None or exc.path is None or not isinstance(exc.__context__, OSError):
             raise
         raise not_writable(exc.path, exc.__context__, "choose a writable folder with --out NEW") from None
     if _main_rank():
@@ -174,87 +158,15 @@ def _track_into(args) -> int:
     return 0
 
 
-def _track(args) -> int:
-    from ..experiment import check_cli_can_continue, check_track_world_size, execute
-    from ..records import RunDir
-
-    if args.out is not None:
-        return _track_into(args)
-    run = RunDir.open(args.run, fix="track it into a new folder with --out NEW")
-    check_cli_can_continue(run.path, run.summary, "track")
-    old = from_dict(RunConfig, run.config)
-    cfg = load_config(RunConfig, run.config, args.overrides)
-    changed = [k for k in diff_configs(old, cfg) if not keys.accepts(k, TRACK_KEYS)]
-    if changed:
-        raise ConfigError(f"track: only track.* settings can change after training; {changed[0]} differs "
-                          f"(start a new run with selfstab run)")
-    if run.summary.get("tracked_steps") is not None and diff_configs(old, cfg):
-        raise ConfigError(f"track: {run.path} was already tracked; change settings in a new run")
-    if "onset_step" not in run.summary:
-        raise ConfigError(f"track: {run.path} has not reached the edge yet; run selfstab resume {run.path} first")
-    check_track_world_size(run.path)
-    run.update_config(cfg)
-    execute(run, train_only=False)
-    if _main_rank():
-        _report(run)
-        _figures(run)
-    return 0
-
-
 def _resume(args) -> int:
-    from ..experiment import check_cli_can_continue, execute
-    from ..records import RunDir
+    """``selfstab resume RUN [--track.steps N]``: :func:`selfstab.experiment.resume`, then report and figures."""
+    from ..experiment import resume
 
-    run = RunDir.open(args.run)
-    check_cli_can_continue(run.path, run.summary, "resume")
-    if args.overrides:
-        old = from_dict(RunConfig, run.config)
-        new = load_config(RunConfig, run.config, args.overrides)
-        changed = [k for k in diff_configs(old, new) if not keys.accepts(k, RESUME_KEYS)]
-        if changed:
-            raise ConfigError(f"resume: the config changed ({changed[0]}); a resumed run must keep its config "
-                              f"(resume accepts {', '.join(RESUME_KEYS)}) — start a new run instead")
-        if new.track.steps != old.track.steps:
-            extend(run, old, new)
-        elif diff_configs(old, new):
-            run.update_config(new, notes=_notes(run))
-    execute(run)
+    run = resume(args.run, args.overrides)
     if _main_rank():
         _report(run)
         _figures(run)
     return 0
-
-
-def extend(run, old: RunConfig, new: RunConfig) -> None:
-    """Extend ``run`` (a RunDir) from ``old.track.steps`` to ``new.track.steps`` under :func:`check_extension`'s
-    rule, noting it in ``config.toml`` and the summary's ``extensions`` (``resume`` and ``sweep --resume``)."""
-    check_extension(run, old.track.steps, new.track.steps)
-    history = [*run.summary.get("extensions", []),
-               {"key": "track.steps", "from": old.track.steps, "to": new.track.steps,
-                "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
-    run.update_config(new, notes=["extended: " + ", ".join(
-        f"track.steps {h['from']} → {h['to']} ({h['time']})" for h in history)])
-    run.write_summary({"extensions": history})
-
-
-def _notes(run) -> list[str]:
-    history = run.summary.get("extensions", [])
-    return ["extended: " + ", ".join(f"track.steps {h['from']} → {h['to']} ({h['time']})" for h in history)] \
-        if history else []
-
-
-def check_extension(run, old: int, new: int) -> None:
-    """``track.steps`` may only grow, and only on a run that tracking did not stop for another reason."""
-    if new < old:
-        raise ConfigError(f"resume: track.steps can only grow (this run tracks {plural(old, 'step')}, asked for "
-                          f"{new}); to track fewer steps, read the first {new} rows of its records")
-    from ..records.reading import read_latest_checkpoint
-    latest = read_latest_checkpoint(run.path)
-    state = None if latest is None else latest["state"]
-    if state is not None and state["phase"] == "track" and state["lockstep"]["stop_reason"]:
-        raise ConfigError(f"resume: {run.path} stopped tracking before its step limit "
-                          f"({state['lockstep']['stop_reason']}); more steps would not continue it — start a "
-                          f"new run (e.g. with another track.stop_lambda2)")
 
 
 def register(sub) -> None:

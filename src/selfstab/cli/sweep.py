@@ -27,10 +27,9 @@ import textwrap
 import threading
 from pathlib import Path
 
-from ..config import RunConfig, load_config
+from ..config import RESUME_KEYS, RunConfig, load_config
 from ..errors import ConfigError, SelfstabError
 from . import keys
-from .run import RESUME_KEYS, check_extension, extend
 
 # --help's description: plain text (no reST), one paragraph per item, wrapped to the terminal when shown
 DESCRIPTION = (
@@ -54,7 +53,7 @@ def _one(cfg_dict: dict, train_only: bool, threads: int | None, mode: str = "new
     import torch
 
     from ..config import from_dict
-    from ..experiment import execute, start
+    from ..experiment import execute, extend, start
     from ..records import RunDir
     if threads:
         torch.set_num_threads(threads)
@@ -141,6 +140,7 @@ def plan(configs: list[RunConfig], train_only: list[bool], overwrite: bool, resu
     ``resume`` (continue them; finished ones are kept as they are) or ``overwrite`` (start over).
     """
     from ..config import diff_configs, to_dict
+    from ..experiment import check_extension
     from ..records import load_run
 
     if overwrite and resume:
