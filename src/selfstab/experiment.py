@@ -292,9 +292,27 @@ def run(config: RunConfig | dict | str | os.PathLike | None = None, *, overwrite
         raise ConfigError(f"config: expected a RunConfig, a dict, a TOML file or None, got {type(config).__name__}")
     rundir = start(cfg, overwrite=overwrite)
     if figures:
-        from .figures.registry import draw_figures
-        draw_figures(rundir.path, out=rundir.path / "figures")
+        run_figures(rundir)
     return rundir
+
+
+def run_figures(run: RunDir) -> tuple[list, list[str]]:
+    """Draw a run's figures into ``RUN/figures`` (``selfstab run``, ``track``, ``resume`` and :func:`run`), and
+    say which were left out and why: ``(paths, notes)``.  A trained-only run lacks every tracked figure by
+    design (no notes); a default-set run whose λ₂ stayed below the rule's line did not need figure c."""
+    from .figures.registry import draw_figures
+    notes: list[str] = []
+    paths = draw_figures(run.path, out=run.path / "figures", on_note=notes.append)
+    s = run.summary
+    if "tracked_steps" not in s:
+        return paths, []
+    said = []
+    for line in notes:
+        if line.startswith("skipped: figure c") and s.get("lambda2_rule") == "central" and "joined" not in s:
+            line = ("skipped: figure c (several unstable eigenvalues): λ₂ stayed below the λ₂ rule's line, so "
+                    "the central flow was not needed")
+        said.append(line)
+    return paths, said
 
 
 def _overrides(changes: Sequence[str] | Mapping[str, Any] | None) -> list[str]:

@@ -76,7 +76,7 @@ def test_a_step_records_all_then_advances_all_then_publishes_then_asks_the_rules
     obj = _toy()
     a, b = Probe("a", log, grads=2, hvps=1), Probe("b", log, hvps=3, silent={0})
     ls = Lockstep(obj, LR, [a, b], stop_rules=[StopAt(log, 2)])
-    assert a.objective is ls.objective and a.lr == LR and ls.objective.dtype == F64   # setup binds
+    assert a.objective is ls.objective and ls.ctx.lr == LR and ls.objective.dtype == F64   # setup binds
     ls.start(obj.theta0)
     assert log == [("start", "a", 0), ("publish", "a", 0), ("start", "b", 0), ("publish", "b", 0)]
     log.clear()

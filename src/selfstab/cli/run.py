@@ -116,17 +116,11 @@ def _report(run) -> None:
 
 
 def _figures(run) -> None:
-    from ..figures.registry import draw_figures
-    notes: list[str] = []
-    paths = draw_figures(run.path, out=run.path / "figures", on_note=notes.append)
+    from ..experiment import run_figures
+    paths, notes = run_figures(run)
     if paths:
         print(f"figures: {', '.join(p.name for p in paths if p.suffix == '.png')} in {run.path / 'figures'}")
-    s = run.summary
-    for line in notes if "tracked_steps" in s else ():   # a trained-only run lacks them all, by design
-        if line.startswith("skipped: figure c") and s.get("lambda2_rule") == "central" and "joined" not in s:
-            # the default set brings the central flow where λ₂ reaches the line: here it never did
-            line = ("skipped: figure c (several unstable eigenvalues): λ₂ stayed below the λ₂ rule's line, so "
-                    "the central flow was not needed")
+    for line in notes:
         print(line)
 
 

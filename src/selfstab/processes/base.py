@@ -114,7 +114,7 @@ class Process:
     """One trajectory (or observer) in lockstep; subclasses override what they need.
 
     ``name`` is the process's table in the records.  ``setup(ctx)`` binds it to
-the objective and ``η``; ``start(ctx)`` then sets it up
+the objective; ``start(ctx)`` then sets it up
     at ``θ₀ = ctx.theta``; ``record`` and ``advance`` make one step (module
     docstring); ``finite()`` says whether its state is still finite (the
     :class:`NonFinite` rule reads it).
@@ -131,9 +131,8 @@ the objective and ``η``; ``start(ctx)`` then sets it up
     bounded_sharpness: tuple[str, ...] = ()
 
     def setup(self, ctx: Context) -> None:
-        """Bind to the run's objective and ``η`` (called once, before :meth:`start` or a restore)."""
+        """Bind to the run's objective (called once, before :meth:`start` or a restore); ``η`` is ``ctx.lr``."""
         self.objective = ctx.objective
-        self.lr = ctx.lr
 
     def start(self, ctx: Context) -> None:
         """Initialize at ``t = 0`` from ``θ₀`` (``ctx.theta``; ``ctx.warm`` may seed eigen-trackers)."""
