@@ -355,24 +355,22 @@ def track_trained(path: str | os.PathLike, changes: Sequence[str] | Mapping[str,
     new folder ``out`` (``path`` only read) with other ``track`` settings (``changes``, only of
     :data:`~selfstab.config.TRACK_KEYS`)."""
     overrides = _overrides(changes)
-    if out is not None:
-        source = load_run(path)
+
+    def tracking_config(source, extra: list[str], allowed: tuple[str, ...]) -> tuple[RunConfig, RunConfig]:
         check_cli_can_continue(path, source.summary, "track")
         old = from_dict(RunConfig, source.config)
-        cfg = load_config(RunConfig, source.config, [*overrides, "--out", os.fspath(out)])
-        changed = changed_keys(old, cfg, TRACK_KEYS + ("out",))
+        cfg = load_config(RunConfig, source.config, [*overrides, *extra])
+        changed = changed_keys(old, cfg, allowed)
         if changed:
             raise ConfigError(f"track: only track.* settings can change after training; {changed[0]} differs "
                               f"(start a new run with selfstab run)")
+        return old, cfg
+
+    if out is not None:
+        _, cfg = tracking_config(load_run(path), ["--out", os.fspath(out)], TRACK_KEYS + ("out",))
         return track_into(path, cfg, overwrite=overwrite)
     run = RunDir.open(path, fix="track it into a new folder with --out NEW")
-    check_cli_can_continue(run.path, run.summary, "track")
-    old = from_dict(RunConfig, run.config)
-    cfg = load_config(RunConfig, run.config, overrides)
-    changed = changed_keys(old, cfg, TRACK_KEYS)
-    if changed:
-        raise ConfigError(f"track: only track.* settings can change after training; {changed[0]} differs "
-                          f"(start a new run with selfstab run)")
+    old, cfg = tracking_config(run, [], TRACK_KEYS)
     if run.summary.get("tracked_steps") is not None and diff_configs(old, cfg):
         raise ConfigError(f"track: {run.path} was already tracked; change settings in a new run")
     if "onset_step" not in run.summary:

@@ -334,18 +334,23 @@ def write_report(run_dir: str | os.PathLike | Run | list, out: str | os.PathLike
     _out_folder(out)
     numbers = key_numbers(run)
     notes: list[str] = []
-    if fmt == "html":
-        images = [(stem, caption, png_bytes(fig)) for stem, caption, fig in _figures(run, notes)]
-        text = _html(run, numbers, images, notes)
-    else:
-        images = []
-        for stem, caption, fig in _figures(run, notes):
+    images = _images(_figures(run, notes), out, fmt)
+    text = _html(run, numbers, images, notes) if fmt == "html" else _markdown(run, numbers, images, notes)
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
+def _images(figures, out: Path, fmt: str) -> list[tuple[str, str, Any]]:
+    """``(stem, caption, image)``: the PNG bytes inline for HTML; for Markdown a file beside ``out`` and its name."""
+    images = []
+    for stem, caption, fig in figures:
+        if fmt == "html":
+            images.append((stem, caption, png_bytes(fig)))
+        else:
             name = f"{out.stem}_{stem}.png"
             (out.parent / name).write_bytes(png_bytes(fig, dpi=130))
             images.append((stem, caption, name))
-        text = _markdown(run, numbers, images, notes)
-    out.write_text(text, encoding="utf-8")
-    return out
+    return images
 
 
 def comparison_path(runs: list[Run], fmt: str = "html") -> Path:
@@ -369,15 +374,8 @@ def _write_comparison(runs: list[Run], out: str | os.PathLike | None, fmt: str) 
     numbers = [key_numbers(r) for r in runs]
     diffs = _config_differences(runs)
     notes: list[str] = []
-    if fmt == "html":
-        images = [(stem, caption, png_bytes(fig)) for stem, caption, fig in _compare_figures(runs, notes)]
-        text = _compare_html(runs, numbers, diffs, images, notes)
-    else:
-        images = []
-        for stem, caption, fig in _compare_figures(runs, notes):
-            name = f"{out.stem}_{stem}.png"
-            (out.parent / name).write_bytes(png_bytes(fig, dpi=130))
-            images.append((stem, caption, name))
-        text = _compare_markdown(runs, numbers, diffs, images, notes)
+    images = _images(_compare_figures(runs, notes), out, fmt)
+    text = (_compare_html(runs, numbers, diffs, images, notes) if fmt == "html"
+            else _compare_markdown(runs, numbers, diffs, images, notes))
     out.write_text(text, encoding="utf-8")
     return out
