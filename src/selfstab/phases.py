@@ -190,6 +190,7 @@ def track_phase(cfg: RunConfig, run: RunDir, edge: dict, problem: Problem | None
     obj = problem.objective.to(torch.float64)
     lr, tc = cfg.lr, cfg.track
     options = track_options(tc)
+    rules = default_stop_rules(tc.stop_lambda2, tc.lambda2_rule, tc.processes, **options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # projection/eigen shortfalls are recorded per step
         if resume_state is None:
@@ -197,7 +198,6 @@ def track_phase(cfg: RunConfig, run: RunDir, edge: dict, problem: Problem | None
             if names is None:   # the default set, decided once at θ₀ and written into the summary
                 names, lam2 = default_set(obj, edge["theta0"], lr, edge["warm"], tc.stop_lambda2)
             processes = default_processes(names, **options)
-            rules = default_stop_rules(tc.stop_lambda2, tc.lambda2_rule, tc.processes, **options)
             run.write_summary({"processes": [p.name for p in processes],
                                "lambda2_rule": lambda2_rule_kind(tc.lambda2_rule, tc.processes) if tc.stop_lambda2
                                else "none",
@@ -205,7 +205,6 @@ def track_phase(cfg: RunConfig, run: RunDir, edge: dict, problem: Problem | None
             ls = Lockstep(obj, lr, processes, stop_rules=rules).start(edge["theta0"], edge["warm"])
         else:   # the processes the checkpoint holds (a process that joined on the way included)
             processes = default_processes(list(resume_state["lockstep"]["processes"]), **options)
-            rules = default_stop_rules(tc.stop_lambda2, tc.lambda2_rule, tc.processes, **options)
             ls = Lockstep.from_state(obj, lr, resume_state["lockstep"], processes, stop_rules=rules)
         start = time.perf_counter()
         board = _TensorBoard(cfg, run)

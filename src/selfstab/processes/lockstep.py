@@ -18,7 +18,6 @@ both use it.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 import time
@@ -30,6 +29,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
+from ..keywords import did_you_mean
 from ..problem.objective import Objective
 from ..rules import track_problems
 from .base import (SEVERAL_EIGENVALUES, Context, EpsilonFlag, Lambda2Central, Lambda2Flag, Lambda2Threshold, NonFinite,
@@ -91,9 +91,8 @@ def check_options(options: dict, extra: Sequence[str] = ()) -> None:
     valid = process_options() + list(extra)
     for key in options:
         if key not in valid:
-            guess = difflib.get_close_matches(key, valid, n=1)
-            hint = f"; did you mean {guess[0]!r}?" if guess else ""
-            raise ConfigError(f"track: unknown option {key!r}{hint} (options: {', '.join(valid)})")
+            raise ConfigError(f"track: unknown option {key!r}{did_you_mean(key, valid)} "
+                              f"(options: {', '.join(valid)})")
 
 
 def default_processes(names: Iterable[str] | None = None, *, api: bool = False, **options) -> list[Process]:
@@ -105,9 +104,8 @@ def default_processes(names: Iterable[str] | None = None, *, api: bool = False, 
     chosen = [n for n in chosen if options.pop(n, True) or n not in SWITCHES]   # flow=False leaves it out
     for name in chosen:
         if name not in PROCESSES:
-            guess = difflib.get_close_matches(name, list(PROCESSES), n=1)
-            hint = f"; did you mean {guess[0]!r}?" if guess else ""
-            raise ConfigError(f"{'processes' if api else 'track.processes'}: unknown process {name!r}{hint} "
+            raise ConfigError(f"{'processes' if api else 'track.processes'}: unknown process "
+                              f"{name!r}{did_you_mean(name, PROCESSES)} "
                               f"(processes: {', '.join(PROCESSES)})")
     order = [n for n in PROCESSES if n in chosen]   # the registry's order is the stepping order
     for name in order:
